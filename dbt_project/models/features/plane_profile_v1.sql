@@ -1,0 +1,125 @@
+-- plane_profile v1: static aircraft attributes plus recent utilisation, per tail number, daily.
+--
+-- NO LEAKAGE. One row per tail number per local (America/New_York) day D, with
+-- feature_ts = start of day D + 1 local: the moment day D is complete. A flight counts in
+-- flights_7d only once it has departed, i.e. by its ACTUAL departure time: the window holds the
+-- flights with actual_dep_ts in [feature_ts - 7 days, feature_ts), strictly before feature_ts, with
+-- days counted on the local calendar. A flight scheduled 23:50 that left at 00:40 the next day is
+-- in the next day's window: that is why the actual departure, not the scheduled date, places a
+-- flight. Cancelled flights never departed and are counted nowhere.
+--
+-- Rows are emitted for days from the first to the last local date in raw.flights, when the plane
+-- departed at least once in the previous 8 days (D-7..D): so the first day its 7-day count falls
+-- to 0 is emitted, telling a reader "idle" rather than leaving the last non-zero count standing.
+-- Tail numbers missing from raw.planes get NULL attributes.
+
+with
+
+flights as (
+    select * from {{ ref('stg_flights') }}
+),
+
+planes as (
+    select * from {{ ref('stg_planes') }}
+),
+
+---------- the calendar the view covers
+
+calendar as (
+    select
+        min(flight_date) as first_day,
+        max(flight_date) as last_day
+    from flights
+),
+
+---------- departed flights per plane per local day of actual departure
+
+daily as (
+    select
+        tailnum,
+        {{ local_date('actual_dep_ts') }} as dep_day,
+        count(*) as n_departed,
+        max(loaded_at) as max_loaded_at
+    from flights
+    where actual_dep_ts is not null
+        and tailnum is not null
+    group by 1, 2
+),
+
+---------- a dense run of days per plane, so row frames below are day frames
+
+plane_span as (
+    select
+        tailnum,
+        min(dep_day) as first_dep_day,
+        max(dep_day) as last_dep_day
+    from daily
+    group by 1
+),
+
+plane_days as (
+    select
+        plane_span.tailnum,
+        spine.day
+    from plane_span
+    cross join calendar
+    -- past last_dep_day + 7 the 8-day window is empty: no row would be emitted
+    cross join lateral {{ date_spine(
+        'plane_span.first_dep_day',
+        'least(plane_span.last_dep_day + 7, calendar.last_day)'
+    ) }} as spine
+),
+
+filled as (
+    select
+        plane_days.tailnum,
+        plane_days.day,
+        coalesce(daily.n_departed, 0) as n_departed,
+        daily.max_loaded_at
+    from plane_days
+    left join daily
+        on daily.tailnum = plane_days.tailnum
+        and daily.dep_day = plane_days.day
+),
+
+---------- trailing windows ending with day D (days D-6..D, and D-7..D for emission)
+
+windowed as (
+    select
+        tailnum,
+        day,
+        sum(n_departed) over w7 as n_departed_7d,
+        sum(n_departed) over w8 as n_departed_8d,
+        max(max_loaded_at) over w8 as max_loaded_at_8d
+    from filled
+    window
+        w7 as (partition by tailnum order by day rows between 6 preceding and current row),
+        w8 as (partition by tailnum order by day rows between 7 preceding and current row)
+),
+
+final as (
+    select
+        ---------- entity
+        windowed.tailnum::text as tailnum,
+
+        ---------- timestamps
+        {{ local_day_end('windowed.day') }} as feature_ts,
+        -- the newest load among the flights of the 8-day window and the plane's own row
+        greatest(windowed.max_loaded_at_8d, planes.loaded_at) as created_at,
+
+        ---------- features
+        planes.year_built::integer as year_built,
+        planes.seats::integer as seats,
+        planes.engines::integer as engines,
+        planes.manufacturer::text as manufacturer,
+        windowed.n_departed_7d::bigint as flights_7d
+
+    from windowed
+    cross join calendar
+    left join planes
+        on planes.tailnum = windowed.tailnum
+    where windowed.n_departed_8d > 0
+        and windowed.day between calendar.first_day and calendar.last_day
+)
+
+select * from final

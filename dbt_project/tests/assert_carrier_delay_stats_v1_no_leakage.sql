@@ -1,0 +1,95 @@
+{{ config(meta={'dagster': {'ref': {'name': 'carrier_delay_stats', 'version': 1}}}) }}
+
+-- No leakage, proven on real rows: for a deterministic sample of carrier_delay_stats v1 rows
+-- (every 50th by key order), recompute every window aggregate by brute force, with no window
+-- function and no daily rollup, straight from raw.flights (not staging), with the actual
+-- departure computed here independently:
+--   N-day window = flights with actual departure in [feature_ts - N days, feature_ts),
+--   N days counted on the local calendar, cancelled flights (NULL dep_delay) excluded.
+-- Also check created_at = the newest _loaded_at of the 30-day window's flights.
+-- Returns the sampled rows where any value differs (floats within 1e-9 relative).
+
+with
+
+features as (
+    select
+        *,
+        row_number() over (order by carrier, feature_ts) as row_num
+    from {{ ref('carrier_delay_stats', v=1) }}
+),
+
+sampled as (
+    select * from features
+    where row_num % 50 = 1
+),
+
+departed as (
+    select
+        *,
+        time_hour + minute * interval '1 minute' + dep_delay * interval '1 minute' as dep_at
+    from {{ source('raw', 'flights') }}
+    where dep_delay is not null
+),
+
+-- every departed flight of the entity in the 30-day window, joined row by row (a range join
+-- rather than a correlated subquery per row: same brute force, but the planner can hash on the key)
+window_flights as (
+    select
+        s.row_num,
+        f.dep_delay,
+        f._loaded_at,
+        f.dep_at >= {{ local_days_before('s.feature_ts', 7) }} as in_7d
+    from sampled as s
+    inner join departed as f
+        on f.carrier = s.carrier
+        and f.dep_at < s.feature_ts
+        and f.dep_at >= {{ local_days_before('s.feature_ts', 30) }}
+),
+
+recomputed as (
+    select
+        row_num,
+        count(*) filter (where in_7d) as bf_count_7d,
+        count(*) as bf_count_30d,
+        avg(dep_delay) filter (where in_7d) as bf_mean_7d,
+        avg(dep_delay) as bf_mean_30d,
+        avg((dep_delay >= 15)::int::double precision) filter (where in_7d) as bf_late_7d,
+        avg((dep_delay >= 15)::int::double precision) as bf_late_30d,
+        max(_loaded_at) as bf_created_at
+    from window_flights
+    group by row_num
+),
+
+-- a sampled row with no flight in its window is a mismatch too (counts compare against 0)
+brute_force as (
+    select
+        s.*,
+        coalesce(r.bf_count_7d, 0) as bf_count_7d,
+        coalesce(r.bf_count_30d, 0) as bf_count_30d,
+        r.bf_mean_7d,
+        r.bf_mean_30d,
+        r.bf_late_7d,
+        r.bf_late_30d,
+        r.bf_created_at
+    from sampled as s
+    left join recomputed as r
+        on r.row_num = s.row_num
+),
+
+{% set float_pairs = [
+    ('dep_delay_mean_7d', 'bf_mean_7d'), ('dep_delay_mean_30d', 'bf_mean_30d'),
+    ('late_share_7d', 'bf_late_7d'), ('late_share_30d', 'bf_late_30d'),
+] %}
+
+mismatches as (
+    select * from brute_force
+    where flight_count_7d <> bf_count_7d
+        or flight_count_30d <> bf_count_30d
+        or created_at is distinct from bf_created_at
+        {%- for feature, expected in float_pairs %}
+        or ({{ feature }} is null) <> ({{ expected }} is null)
+        or abs({{ feature }} - {{ expected }}) > 1e-9 * greatest(1, abs({{ expected }}))
+        {%- endfor %}
+)
+
+select * from mismatches

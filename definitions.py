@@ -1,0 +1,22 @@
+"""The code location: every asset, check, resource, job, schedule and sensor of Skewless."""
+
+from dagster import Definitions, EnvVar
+
+from assets.dbt import dbt_models
+from assets.online import online_assets
+from assets.raw import raw_assets
+from jobs import daily_refresh_job, materialize_all_job
+from resources import PostgresResource, RedisResource, dbt_resource
+from sensors.daily_refresh_schedule import daily_refresh_schedule
+from skewless.config import settings
+
+defs = Definitions(
+    assets=[*raw_assets, dbt_models, *online_assets],
+    jobs=[materialize_all_job, daily_refresh_job],
+    schedules=[daily_refresh_schedule],
+    resources={
+        "postgres": PostgresResource(url=EnvVar("SKEWLESS_POSTGRES_URL")),
+        "redis": RedisResource(url=EnvVar("SKEWLESS_REDIS_URL"), namespace=settings().namespace),
+        "dbt": dbt_resource(),
+    },
+)

@@ -1,0 +1,17 @@
+"""Errors Skewless raises on purpose: each names what is wrong and what to do."""
+
+
+class SkewlessError(Exception):
+    """Base class: the message is meant for a person and fits on one line."""
+
+
+class ServiceUnavailable(SkewlessError):
+    """A configured PostgreSQL or Redis server cannot be reached."""
+
+
+class DefinitionError(SkewlessError):
+    """A feature view or feature reference is malformed or unknown."""
+
+
+class DataError(SkewlessError):
+    """Input data does not have the shape or types a step needs."""

@@ -1,0 +1,54 @@
+"""Encode a row as an online value and back (format in the package docstring)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+_OFFSET_US = 1 << 62  # keeps pre-1970 instants positive, so fixed-width hex sorts as time does
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+HEADER = 32
+
+
+def _micros(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError(
+            f"timestamp {moment} has no time zone; feature_ts/created_at must be timestamptz"
+        )
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _plain(value: object) -> object:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return _plain(value.item())
+    raise TypeError(f"cannot store a {type(value).__name__} online: {value!r}")
+
+
+def header(feature_ts: datetime, created_at: datetime) -> str:
+    return f"{_micros(feature_ts) + _OFFSET_US:016x}{_micros(created_at) + _OFFSET_US:016x}"
+
+
+def encode(feature_ts: datetime, created_at: datetime, values: tuple | list) -> str:
+    body = json.dumps([_plain(v) for v in values], separators=(",", ":"), allow_nan=False)
+    return header(feature_ts, created_at) + body
+
+
+def decode_times(raw: bytes | str) -> tuple[datetime, datetime]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ts = int(text[:16], 16) - _OFFSET_US
+    created = int(text[16:HEADER], 16) - _OFFSET_US
+    return _EPOCH + timedelta(microseconds=ts), _EPOCH + timedelta(microseconds=created)
+
+
+def decode_values(raw: bytes | str) -> list:
+    return json.loads(raw[HEADER:])
