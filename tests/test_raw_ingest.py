@@ -55,9 +55,7 @@ def test_a_failed_load_keeps_the_previous_copy(pg):
     broken["dep_time"] = broken["dep_time"].astype("object")
     broken.loc[broken.index[-1], "dep_time"] = "not-a-time"  # fails on the last chunk's last row
     with pytest.raises(Exception, match="integer"):
-        replace_rows(
-            pg, "raw.flights", broken, date_column="flight_date", first=day, last=day
-        )
+        replace_rows(pg, "raw.flights", broken, date_column="flight_date", first=day, last=day)
     pg.rollback()
     assert _count(pg, "flights", "flight_date", day, day) == before
 
