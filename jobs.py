@@ -2,18 +2,14 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from assets.constants import daily_2013
-
 materialize_all_job = define_asset_job(
     "materialize_all",
     selection=AssetSelection.all(),
-    partitions_def=daily_2013,
     description="Raw days (one run for any range), dbt build with its tests, then Redis.",
 )
 
 daily_refresh_job = define_asset_job(
     "daily_refresh",
     selection=AssetSelection.all(),
-    partitions_def=daily_2013,
     description="The nightly refresh: one day of raw data, then everything downstream of it.",
 )
