@@ -2,9 +2,10 @@
 
 from dagster import Definitions, EnvVar
 
-from assets.dbt import dbt_models
+from assets.dbt import REGISTRY, dbt_models
 from assets.online import online_assets
 from assets.raw import raw_assets
+from checks.online_coverage import online_coverage_check
 from jobs import daily_refresh_job, materialize_all_job
 from resources import PostgresResource, RedisResource, dbt_resource
 from sensors.daily_refresh_schedule import daily_refresh_schedule
@@ -12,6 +13,7 @@ from skewless.config import settings
 
 defs = Definitions(
     assets=[*raw_assets, dbt_models, *online_assets],
+    asset_checks=[online_coverage_check(view) for view in REGISTRY.views.values()],
     jobs=[materialize_all_job, daily_refresh_job],
     schedules=[daily_refresh_schedule],
     resources={

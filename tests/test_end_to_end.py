@@ -211,3 +211,12 @@ def test_sql_training_set_is_point_in_time(run, pg):
         ].sort_values(["feature_ts", "created_at"])
         assert _same(row.plane_flights_7d, p["flights_7d"].iloc[-1] if len(p) else None)
     assert (training["as_of"] == training["sched_dep_ts"] - timedelta(hours=2)).all()
+
+
+def test_every_check_of_the_run_passed_including_online_coverage(run):
+    evaluations = run.get_asset_check_evaluations()
+    names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
+    assert ("online/plane_profile_v1", "every_entity_online") in names
+    assert ("features/carrier_delay_stats_v1", "assert_carrier_delay_stats_v1_no_leakage") in names
+    failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
+    assert not failed

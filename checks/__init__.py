@@ -1,0 +1,1 @@
+"""Asset checks beyond the dbt tests (which dagster-dbt already turns into checks)."""

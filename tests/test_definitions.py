@@ -1,0 +1,73 @@
+"""The code location: layers as groups, lineage from raw tables to Redis, dbt tests as checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from dagster import AssetKey
+
+
+@pytest.fixture(scope="module")
+def defs(svc):
+    from skewless.orchestrate import load_definitions, prepare_dagster_home
+
+    prepare_dagster_home()
+    return load_definitions()
+
+
+def test_assets_are_grouped_by_layer(defs):
+    groups = {s.key.to_user_string(): s.group_name for s in defs.resolve_all_asset_specs()}
+    assert groups["raw/flights"] == "raw"
+    assert groups["staging/stg_flights"] == "staging"
+    for view in ("origin_weather", "carrier_delay_stats", "route_delay_stats", "plane_profile"):
+        assert groups[f"features/{view}_v1"] == "features"
+        assert groups[f"online/{view}_v1"] == "online"
+
+
+def test_lineage_runs_from_raw_tables_to_redis(defs):
+    graph = defs.resolve_asset_graph()
+    online = AssetKey(["online", "route_delay_stats_v1"])
+    upstream = graph.get_ancestor_asset_keys(online)
+    assert AssetKey(["features", "route_delay_stats_v1"]) in upstream
+    assert AssetKey(["staging", "stg_flights"]) in upstream
+    assert AssetKey(["raw", "flights"]) in upstream
+    spec = {s.key: s for s in defs.resolve_all_asset_specs()}
+    assert "redis" in spec[online].kinds
+    assert spec[AssetKey(["features", "route_delay_stats_v1"])].owners == [
+        "flight-ops-ml@skewless.dev"
+    ]
+    assert (
+        spec[AssetKey(["features", "route_delay_stats_v1"])].metadata["skewless/entity"]
+        == "origin, dest"
+    )
+
+
+def test_dbt_tests_are_asset_checks_including_the_leakage_proofs(defs):
+    checks = {
+        (key.asset_key.to_user_string(), key.name)
+        for key in defs.resolve_asset_graph().asset_check_keys
+    }
+    assert ("features/carrier_delay_stats_v1", "assert_carrier_delay_stats_v1_no_leakage") in checks
+    assert (
+        "features/route_delay_stats_v1",
+        "unique_combination_of_columns_route_delay_stats_v1_origin__dest__feature_ts",
+    ) in checks
+    assert sum(1 for _, name in checks if name.endswith("_no_leakage")) == 4
+
+
+def test_raw_days_backfill_in_a_single_run(defs):
+    graph = defs.resolve_asset_graph()
+    node = graph.get(AssetKey(["raw", "flights"]))
+    assert node.partitions_def.get_partition_keys()[0] == "2013-01-01"
+    assert len(node.partitions_def.get_partition_keys()) == 365
+    assert node.backfill_policy.max_partitions_per_run is None
+
+
+def test_library_imports_without_dagster():
+    code = (
+        "import sys, skewless.online.reader, skewless.registry, skewless.services;"
+        "assert not any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
