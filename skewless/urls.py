@@ -62,9 +62,23 @@ class PostgresTarget:
         return urlunsplit((scheme, netloc, "/" + (database or self.database), urlencode(query), ""))
 
     @property
-    def sqlalchemy_url(self) -> str:
-        """For dagster-postgres: psycopg2, since SQLAlchemy 2.1's psycopg 3 default breaks NOTIFY."""
-        return self.url("postgresql+psycopg2")
+    def dagster_url(self) -> str:
+        """For dagster-postgres: psycopg2, since SQLAlchemy 2.1's psycopg 3 default breaks NOTIFY.
+
+        Dagster commits each event on its own connection (two commits per event, a planned event
+        per partition and asset): waiting for the WAL flush on each made a year's run spend most
+        of a minute before its first step. Its connections commit asynchronously; a crash can lose
+        the last moments of the event log, never feature data, whose connections are untouched.
+        """
+        tuned = PostgresTarget(
+            self.host,
+            self.port,
+            self.user,
+            self.password,
+            self.database,
+            {**self.query, "options": "-c synchronous_commit=off"},
+        )
+        return tuned.url("postgresql+psycopg2")
 
     def dbt_env(self) -> dict[str, str]:
         """The variables `dbt_project/profiles.yml` reads."""

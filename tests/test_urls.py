@@ -14,7 +14,7 @@ def test_socket_url_round_trips_for_each_client():
     assert (target.host, target.port, target.database) == ("/tmp/pg dir", 5433, "skewless")
     again = PostgresTarget.parse(target.url())
     assert again == target
-    assert target.sqlalchemy_url.startswith("postgresql+psycopg2://postgres@/skewless?")
+    assert target.dagster_url.startswith("postgresql+psycopg2://postgres@/skewless?")
     assert target.dbt_env()["SKEWLESS_PG_HOST"] == "/tmp/pg dir"
 
 

@@ -37,7 +37,7 @@ class Services:
         os.environ.update(self.postgres.dbt_env())
         os.environ["SKEWLESS_POSTGRES_URL"] = self.postgres_url
         os.environ["SKEWLESS_REDIS_URL"] = self.redis_url
-        os.environ["SKEWLESS_DAGSTER_PG_URL"] = self.postgres.sqlalchemy_url
+        os.environ["SKEWLESS_DAGSTER_PG_URL"] = self.postgres.dagster_url
 
 
 @contextmanager
