@@ -6,7 +6,7 @@ from assets.dbt import REGISTRY, dbt_models
 from assets.online import online_assets
 from assets.raw import raw_assets
 from checks.online_coverage import online_coverage_check
-from jobs import daily_refresh_job, materialize_all_job
+from jobs import build_features_job, daily_refresh_job, raw_days_job
 from resources import PostgresResource, RedisResource, dbt_resource
 from sensors.daily_refresh_schedule import daily_refresh_schedule
 from skewless.config import settings
@@ -14,7 +14,7 @@ from skewless.config import settings
 defs = Definitions(
     assets=[*raw_assets, dbt_models, *online_assets],
     asset_checks=[online_coverage_check(view) for view in REGISTRY.views.values()],
-    jobs=[materialize_all_job, daily_refresh_job],
+    jobs=[raw_days_job, build_features_job, daily_refresh_job],
     schedules=[daily_refresh_schedule],
     resources={
         "postgres": PostgresResource(url=EnvVar("SKEWLESS_POSTGRES_URL")),

@@ -1,11 +1,26 @@
-"""Jobs: the whole graph for a range of days in one run, and the nightly refresh."""
+"""Jobs: raw days for any range in one run, everything downstream in another, the nightly refresh.
+
+A range of days is two runs, not one: Dagster plans every asset of a partitioned run once per
+partition, so a year of days in one run with the dbt and online assets in it logged 6,570
+planned events (about 40 s) before its first step. The raw run plans only the daily assets.
+"""
 
 from dagster import AssetSelection, define_asset_job
 
-materialize_all_job = define_asset_job(
-    "materialize_all",
-    selection=AssetSelection.all(),
-    description="Raw days (one run for any range), dbt build with its tests, then Redis.",
+from assets.raw import raw_flights, raw_weather
+
+daily_raw = AssetSelection.assets(raw_flights, raw_weather)
+
+raw_days_job = define_asset_job(
+    "raw_days",
+    selection=daily_raw,
+    description="Load a range of days of raw flights and weather (one run for any range).",
+)
+
+build_features_job = define_asset_job(
+    "build_features",
+    selection=AssetSelection.all() - daily_raw,
+    description="Raw dimensions, dbt build with its tests, then the online views in Redis.",
 )
 
 daily_refresh_job = define_asset_job(

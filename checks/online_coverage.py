@@ -24,7 +24,9 @@ def online_coverage_check(view: FeatureView) -> AssetChecksDefinition:
         return AssetCheckResult(
             passed=online >= offline,
             metadata={"offline_entities": offline, "online_keys": online},
-            description=None if online >= offline else f"{offline - online} entities missing online",
+            description=None
+            if online >= offline
+            else f"{offline - online} entities missing online",
         )
 
     return _check

@@ -34,14 +34,15 @@ def run(first: date, last: date) -> int:
     svc = services()
     for line in svc.describe():
         log.info(line)
-    log.info(f"materializing {first}..{last} in one run: raw -> dbt (build + tests) -> Redis")
+    log.info(f"materializing {first}..{last}: raw days (one run), then dbt build + tests -> Redis")
     started = datetime.now()
-    result = materialize_days(first, last)
-    if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        log.error(f"run {result.run_id} failed at {', '.join(failed)}: see `skewless ui`")
-        return 1
-    log.info(f"run {result.run_id} succeeded in {datetime.now() - started}")
+    for result in materialize_days(first, last):
+        if not result.success:
+            failed = [e.step_key for e in result.all_events if e.is_step_failure]
+            log.error(f"run {result.run_id} failed at {', '.join(failed)}: see `skewless ui`")
+            return 1
+        log.info(f"run {result.dagster_run.job_name} {result.run_id} succeeded")
+    log.info(f"materialized in {datetime.now() - started}")
     summarize(last)
     return 0
 

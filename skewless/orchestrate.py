@@ -61,8 +61,12 @@ def _stdout_to(path: Path):
             os.close(saved)
 
 
-def materialize_days(first: date, last: date, job_name: str = "materialize_all"):
-    """Run a job for the days [first, last] in one run (single-run backfill), recorded in the instance."""
+def materialize_days(first: date, last: date) -> list:
+    """Load days [first, last] (one run, a single-run backfill), then build everything downstream.
+
+    Both runs are recorded in the instance, so the UI shows them; returns their results, stopping
+    after the first that fails.
+    """
     prepare_dagster_home()
     from dagster import DagsterInstance
     from dagster._core.storage.tags import (
@@ -72,14 +76,18 @@ def materialize_days(first: date, last: date, job_name: str = "materialize_all")
 
     warnings.filterwarnings("ignore", module="dagster")
     defs = load_definitions()
-    job = defs.resolve_job_def(job_name)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    days = {
+        ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+        ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
+    }
+    results = []
     with DagsterInstance.get() as instance, _stdout_to(_run_log()):
-        return job.execute_in_process(
-            instance=instance,
-            tags={
-                ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
-                ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
-            },
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            raise_on_error=False,
-        )
+        for job_name, tags in (("raw_days", days), ("build_features", {})):
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                instance=instance, tags=tags, run_config=quiet, raise_on_error=False
+            )
+            results.append(result)
+            if not result.success:
+                break
+    return results

@@ -25,9 +25,10 @@ FIRST, LAST = date(2013, 1, 1), date(2013, 1, 12)
 def run(svc):
     from skewless.orchestrate import materialize_days
 
-    result = materialize_days(FIRST, LAST)
-    assert result.success
-    return result
+    results = materialize_days(FIRST, LAST)
+    assert [r.dagster_run.job_name for r in results] == ["raw_days", "build_features"]
+    assert all(r.success for r in results)
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +215,7 @@ def test_sql_training_set_is_point_in_time(run, pg):
 
 
 def test_every_check_of_the_run_passed_including_online_coverage(run):
-    evaluations = run.get_asset_check_evaluations()
+    evaluations = [e for result in run for e in result.get_asset_check_evaluations()]
     names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
     assert ("online/plane_profile_v1", "every_entity_online") in names
     assert ("features/carrier_delay_stats_v1", "assert_carrier_delay_stats_v1_no_leakage") in names
