@@ -77,13 +77,19 @@ def summarize(last: date) -> None:
         print(f"\nOnline lookup (one round trip) for flight {flight[0]}{flight[4]} {entity}:")
         for name in online.statuses:
             print(f"  {name:<40} {online.columns[name][0]!s:>22}  ({online.statuses[name][0]})")
+        # show a day every view covers: the source's weather ends on 2013-12-30 at 18:00
+        day = conn.execute(
+            "select least(%s, max((feature_ts at time zone 'America/New_York')::date))"
+            " from features.origin_weather_v1",
+            (last,),
+        ).fetchone()[0]
         query = f"select * from ({training_set_sql()}) t where flight_date = %s limit 5"
-        cur = conn.execute(query, (last,))
+        cur = conn.execute(query, (day,))
         names = [c.name for c in cur.description]
         rows = cur.fetchall()
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=names).convert_dtypes()
-    print(f"\nTraining set (point-in-time SQL, skewless/sql/training_set_example.sql), {last}:")
+    print(f"\nTraining set (point-in-time SQL, skewless/sql/training_set_example.sql), {day}:")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(frame.drop(columns=["flight_date", "as_of"]).to_string(index=False))

@@ -1,7 +1,7 @@
 {{ config(meta={'dagster': {'ref': {'name': 'origin_weather', 'version': 1}}}) }}
 
 -- No leakage, proven on real rows: for a deterministic sample of origin_weather v1 rows (about
--- 2,000 rows spread evenly by key order), recompute precip_3h by brute force straight from raw.weather (not staging):
+-- 300 rows spread evenly by key order), recompute precip_3h by brute force straight from raw.weather (not staging):
 -- the sum of precip over the observations with time_hour in [feature_ts - 2h, feature_ts], this
 -- hour and the two before, nothing after feature_ts. Also check the hour's own values and
 -- created_at. Returns the sampled rows where anything differs (floats within 1e-9).
@@ -18,8 +18,8 @@ features as (
 
 sampled as (
     select * from features
-    -- about 2,000 rows spread evenly over the keys, every row of a small table
-    where (row_num - 1) % greatest(1, n_rows / 2000) = 0
+    -- about 300 rows spread evenly over the keys, every row of a small table
+    where (row_num - 1) % greatest(1, n_rows / 300) = 0
 ),
 
 brute_force as (

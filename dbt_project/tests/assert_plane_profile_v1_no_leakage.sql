@@ -1,7 +1,7 @@
 {{ config(meta={'dagster': {'ref': {'name': 'plane_profile', 'version': 1}}}) }}
 
 -- No leakage, proven on real rows: for a deterministic sample of plane_profile v1 rows (about
--- 2,000 rows spread evenly by key order), recount flights_7d by brute force straight from raw.flights (not staging):
+-- 300 rows spread evenly by key order), recount flights_7d by brute force straight from raw.flights (not staging):
 -- the plane's flights with actual departure in [feature_ts - 7 days, feature_ts), 7 days counted
 -- on the local calendar, cancelled flights (NULL dep_delay) excluded. Also check the emission rule
 -- (at least one departure in the 8 days before feature_ts), the attributes against raw.planes and
@@ -19,8 +19,8 @@ features as (
 
 sampled as (
     select * from features
-    -- about 2,000 rows spread evenly over the keys, every row of a small table
-    where (row_num - 1) % greatest(1, n_rows / 2000) = 0
+    -- about 300 rows spread evenly over the keys, every row of a small table
+    where (row_num - 1) % greatest(1, n_rows / 300) = 0
 ),
 
 departed as (

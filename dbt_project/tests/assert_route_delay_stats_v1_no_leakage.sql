@@ -1,7 +1,7 @@
 {{ config(meta={'dagster': {'ref': {'name': 'route_delay_stats', 'version': 1}}}) }}
 
 -- No leakage, proven on real rows: for a deterministic sample of route_delay_stats v1 rows
--- (about 2,000 rows spread evenly by key order), recompute every window aggregate by brute force, with no window
+-- (about 300 rows spread evenly by key order), recompute every window aggregate by brute force, with no window
 -- function and no daily rollup, straight from raw.flights (not staging), with the actual
 -- departure computed here independently:
 --   N-day window = flights with actual departure in [feature_ts - N days, feature_ts),
@@ -21,8 +21,8 @@ features as (
 
 sampled as (
     select * from features
-    -- about 2,000 rows spread evenly over the keys, every row of a small table
-    where (row_num - 1) % greatest(1, n_rows / 2000) = 0
+    -- about 300 rows spread evenly over the keys, every row of a small table
+    where (row_num - 1) % greatest(1, n_rows / 300) = 0
 ),
 
 departed as (
