@@ -33,14 +33,27 @@ class WriteResult:
 def latest_rows_sql(view: FeatureView, as_of: datetime | None) -> tuple[sql.Composed, tuple]:
     """The latest row per entity (greatest feature_ts, then created_at), optionally as of a time."""
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
+    ts, created = sql.Identifier(view.ts_column), sql.Identifier(view.created_column)
     cols = sql.SQL(", ").join(
-        sql.Identifier(c) for c in (*view.entity, "feature_ts", "created_at", *view.feature_names)
+        [
+            *(sql.Identifier(k) for k in view.entity),
+            ts,
+            created,
+            *(sql.Identifier(f) for f in view.feature_names),
+        ]
     )
-    where = sql.SQL("where feature_ts <= %s") if as_of else sql.SQL("")
+    where = sql.SQL("where {} <= %s").format(ts) if as_of else sql.SQL("")
     query = sql.SQL(
         "select distinct on ({keys}) {cols} from {table} {where} "
-        "order by {keys}, feature_ts desc, created_at desc"
-    ).format(keys=keys, cols=cols, table=sql.Identifier(view.schema, view.table), where=where)
+        "order by {keys}, {ts} desc, {created} desc"
+    ).format(
+        keys=keys,
+        cols=cols,
+        table=sql.Identifier(view.schema, view.table),
+        where=where,
+        ts=ts,
+        created=created,
+    )
     return query, ((as_of,) if as_of else ())
 
 

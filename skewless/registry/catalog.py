@@ -1,0 +1,88 @@
+"""The registry in memory: views by versioned name, services by name, references resolved."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from skewless.errors import DefinitionError
+from skewless.registry.manifest import services_from_manifest, views_from_manifest
+from skewless.registry.model import FeatureService, FeatureView
+
+
+class Registry:
+    def __init__(self, views: list[FeatureView], services: list[FeatureService] | None = None):
+        self.views = {v.versioned_name: v for v in sorted(views, key=lambda v: v.versioned_name)}
+        self.latest: dict[str, FeatureView] = {}
+        for view in self.views.values():
+            if view.name not in self.latest or view.version > self.latest[view.name].version:
+                self.latest[view.name] = view
+        self.services = {s.name: s for s in services or []}
+
+    @classmethod
+    def from_manifest(cls, path: Path) -> Registry:
+        if not path.exists():
+            raise DefinitionError(
+                f"no dbt manifest at {path}: run `skewless demo` (or `dbt parse`) first"
+            )
+        manifest = json.loads(path.read_text())
+        views = views_from_manifest(manifest)
+        services = services_from_manifest(manifest, {v.versioned_name: v for v in views})
+        return cls(views, services)
+
+    def view(self, name: str) -> FeatureView:
+        """`carrier_delay_stats` (its latest version) or `carrier_delay_stats_v1` (that version)."""
+        if name in self.views:
+            return self.views[name]
+        if name in self.latest:
+            return self.latest[name]
+        base = re.sub(r"_v\d+$", "", name)
+        known = sorted(v for v in self.views if v.startswith(base + "_v")) or sorted(self.views)
+        raise DefinitionError(f"unknown feature view {name!r}; known: {', '.join(known)}")
+
+    def versions(self, name: str) -> list[FeatureView]:
+        found = [v for v in self.views.values() if v.name == name]
+        if not found:
+            raise DefinitionError(
+                f"unknown feature view {name!r}; known: {', '.join(sorted(self.latest))}"
+            )
+        return sorted(found, key=lambda v: v.version)
+
+    def service(self, name: str) -> FeatureService:
+        if name not in self.services:
+            known = ", ".join(sorted(self.services)) or "none declared"
+            raise DefinitionError(f"unknown feature service {name!r}; known: {known}")
+        return self.services[name]
+
+    def resolve(self, references: list[str]) -> list[tuple[FeatureView, str]]:
+        """`view:feature` references, in order, as (view, feature); errors name the bad one."""
+        resolved = []
+        for ref in references:
+            if ref.count(":") != 1:
+                raise DefinitionError(f"feature reference {ref!r} is not of the form view:feature")
+            view_name, feature = ref.split(":")
+            view = self.view(view_name)
+            if feature not in view.feature_names:
+                raise DefinitionError(
+                    f"feature view {view.versioned_name} has no feature {feature!r}; "
+                    f"it has: {', '.join(view.feature_names)}"
+                )
+            resolved.append((view, feature))
+        return resolved
+
+
+@lru_cache(maxsize=4)
+def _cached(path: str, mtime: float) -> Registry:
+    return Registry.from_manifest(Path(path))
+
+
+def load_registry(manifest: Path | None = None) -> Registry:
+    """The registry of the project's manifest, re-read only when the file changes."""
+    if manifest is None:
+        from skewless.config import settings
+
+        manifest = settings().dbt_project_dir / "target" / "manifest.json"
+    mtime = manifest.stat().st_mtime if manifest.exists() else 0.0
+    return _cached(str(manifest), mtime)

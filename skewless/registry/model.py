@@ -1,0 +1,129 @@
+"""What a feature view and a feature service are: the vocabulary every part of Skewless shares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    dtype: str
+    description: str
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """One version of a feature view: a table with entity keys, two times, and features.
+
+    `kind` is "dbt" for a model dbt builds, "external" for an existing table declared as a dbt
+    source. `ts_column` / `created_column` name the event time and processing time columns
+    (`feature_ts` / `created_at` for dbt views; external tables may call them anything).
+    """
+
+    name: str
+    version: int
+    schema: str
+    table: str
+    entity: tuple[str, ...]
+    features: tuple[Feature, ...]
+    ttl: timedelta | None
+    freshness_sla: timedelta | None
+    owner: str
+    description: str
+    stale_policy: str = "null"
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    unique_id: str = ""
+    kind: str = "dbt"
+    ts_column: str = "feature_ts"
+    created_column: str = "created_at"
+    entity_types: tuple[str, ...] = field(default_factory=tuple)
+    upstream: tuple[str, ...] = field(default_factory=tuple)
+    """Relations this view is computed from, nearest first (dbt lineage, down to sources)."""
+
+    @property
+    def versioned_name(self) -> str:
+        """`<view>_v<N>`: the online key, the registry entry and feature references use it."""
+        return f"{self.name}_v{self.version}"
+
+    @property
+    def relation(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Every column the table must have, with its declared type, in table order."""
+        cols = dict(zip(self.entity, self.entity_types or ("",) * len(self.entity), strict=True))
+        cols[self.ts_column] = "timestamptz"
+        cols[self.created_column] = "timestamptz"
+        cols.update((f.name, f.dtype) for f in self.features)
+        return cols
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the schema (keys, times, feature names and types): a version's identity."""
+        body = json.dumps(
+            {
+                "entity": list(self.entity),
+                "times": [self.ts_column, self.created_column],
+                "features": [[f.name, _normal_type(f.dtype)] for f in self.features],
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+_TYPE_ALIASES = {
+    "float8": "double precision",
+    "float": "double precision",
+    "int8": "bigint",
+    "int4": "integer",
+    "int": "integer",
+    "bool": "boolean",
+    "varchar": "text",
+    "character varying": "text",
+    "timestamp with time zone": "timestamptz",
+}
+
+
+def _normal_type(dtype: str) -> str:
+    lowered = " ".join(dtype.lower().split())
+    return _TYPE_ALIASES.get(lowered, lowered)
+
+
+def same_type(a: str, b: str) -> bool:
+    return _normal_type(a) == _normal_type(b)
+
+
+@dataclass(frozen=True)
+class ServiceFeature:
+    view: FeatureView
+    feature: str
+    name: str
+    """The output column: the feature's name, or the alias the service gives it."""
+
+    @property
+    def reference(self) -> str:
+        return f"{self.view.versioned_name}:{self.feature}"
+
+
+@dataclass(frozen=True)
+class FeatureService:
+    """A named set of features for one model, pinned to view versions."""
+
+    name: str
+    owner: str
+    description: str
+    features: tuple[ServiceFeature, ...]
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def views(self) -> tuple[FeatureView, ...]:
+        return tuple(dict.fromkeys(f.view for f in self.features))
