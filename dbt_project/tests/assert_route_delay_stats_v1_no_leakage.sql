@@ -48,7 +48,9 @@ window_flights as (
         and f.dep_at >= {{ local_days_before('s.feature_ts', 30) }}
 ),
 
-recomputed as (
+-- materialized: the planner guesses `sampled` at 1 row and would rerun this aggregate once per
+-- sampled row in a nested loop (carrier_delay_stats over 20 days: about a minute instead of 0.4 s)
+recomputed as materialized (
     select
         row_num,
         count(*) filter (where in_7d) as bf_count_7d,
