@@ -4,7 +4,9 @@ from dagster import Definitions, EnvVar
 
 from assets.dbt import REGISTRY, dbt_models
 from assets.online import online_assets
+from assets.partner import airport_schedule_load
 from assets.raw import raw_assets
+from assets.registry import registry
 from checks.online_coverage import online_coverage_check
 from jobs import build_features_job, daily_refresh_job, raw_days_job
 from resources import PostgresResource, RedisResource, dbt_resource
@@ -12,7 +14,7 @@ from sensors.daily_refresh_schedule import daily_refresh_schedule
 from skewless.config import settings
 
 defs = Definitions(
-    assets=[*raw_assets, dbt_models, *online_assets],
+    assets=[*raw_assets, airport_schedule_load, registry, dbt_models, *online_assets],
     asset_checks=[online_coverage_check(view) for view in REGISTRY.views.values()],
     jobs=[raw_days_job, build_features_job, daily_refresh_job],
     schedules=[daily_refresh_schedule],

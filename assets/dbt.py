@@ -12,17 +12,21 @@ from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
+    AssetSpec,
     MetadataValue,
     Output,
     TableColumn,
     TableSchema,
 )
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from psycopg import sql
 
-from assets.constants import FEATURES, STAGING
+from assets.constants import FEATURES, REGISTRY_KEY, STAGING
+from resources import PostgresResource
 from skewless.dbt import ensure_manifest
 from skewless.progress import log
-from skewless.registry import load_registry
+from skewless.registry import FeatureView, load_registry
+from skewless.registry.store import check_versions, record_materialization
 
 MANIFEST = ensure_manifest()
 REGISTRY = load_registry(MANIFEST)
@@ -49,13 +53,35 @@ class SkewlessTranslator(DagsterDbtTranslator):
         meta = _skewless_meta(dbt_resource_props)
         return [meta["owner"]] if meta and meta.get("owner") else None
 
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        tags = dict(super().get_tags(dbt_resource_props))
+        meta = _skewless_meta(dbt_resource_props)
+        tags.update({tag: "" for tag in (meta or {}).get("tags") or ()})
+        return tags
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: Any
+    ) -> AssetSpec:
+        """Feature views build after the registry asset, whose version guard can stop the run."""
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = manifest["nodes"].get(unique_id) or {}
+        if props.get("resource_type") == "model" and _skewless_meta(props):
+            spec = spec.merge_attributes(deps=[REGISTRY_KEY])
+        return spec
+
     def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
         metadata = dict(super().get_metadata(dbt_resource_props))
-        if not _skewless_meta(dbt_resource_props):
+        if not _skewless_meta(dbt_resource_props) or dbt_resource_props["resource_type"] != "model":
             return metadata
         view = REGISTRY.views[f"{dbt_resource_props['name']}_v{dbt_resource_props['version']}"]
         metadata.update(
             {
+                "skewless/view": view.versioned_name,
+                "skewless/owner": view.owner,
+                "skewless/tags": ", ".join(view.tags),
+                "skewless/stale_policy": view.stale_policy,
+                "skewless/fingerprint": view.fingerprint,
+                "skewless/upstream": ", ".join(view.upstream),
                 "skewless/entity": ", ".join(view.entity),
                 "skewless/ttl": str(view.ttl) if view.ttl else "none",
                 "skewless/freshness_sla": str(view.freshness_sla) if view.freshness_sla else "none",
@@ -76,11 +102,24 @@ translator = SkewlessTranslator()
 
 
 @dbt_assets(manifest=MANIFEST, dagster_dbt_translator=translator)
-def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
-    """Build and test the selected models; a failing test fails the run before anything downstream."""
+def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, postgres: PostgresResource):
+    """Build and test the selected models; a failing test fails the run before anything downstream.
+
+    The version guard runs first: a schema changed under a registered version builds nothing.
+    """
+    by_key = {
+        feature_view_asset_key(name): view
+        for name, view in REGISTRY.views.items()
+        if view.kind == "dbt"
+    }
+    with postgres.connect() as conn:
+        check_versions(conn, REGISTRY)
     for event in dbt.cli(["build"], context=context).stream():
         if isinstance(event, Output):
-            log.info(f"dbt: built {'/'.join(event.output_name.split('__', 1))}")
+            key = context.asset_key_for_output(event.output_name)
+            log.info(f"dbt: built {key.to_user_string()}")
+            if key in by_key:
+                _record_offline(postgres, by_key[key], context.run_id)
         elif isinstance(event, AssetCheckResult) and not event.passed:
             log.warning(
                 f"dbt: test {event.check_name} failed on {event.asset_key.to_user_string()}"
@@ -88,9 +127,21 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
         yield event
 
 
-_NODES = json.loads(MANIFEST.read_text())["nodes"]
+def _record_offline(postgres: PostgresResource, view: FeatureView, run_id: str) -> None:
+    with postgres.connect() as conn:
+        rows = conn.execute(
+            sql.SQL("select count(*) from {}").format(sql.Identifier(view.schema, view.table))
+        ).fetchone()[0]
+        record_materialization(conn, view, "offline", rows, run_id)
+
+
+_MANIFEST_JSON = json.loads(MANIFEST.read_text())
+_NODES = {**_MANIFEST_JSON["nodes"], **_MANIFEST_JSON["sources"]}
 
 
 def feature_view_asset_key(versioned_name: str) -> AssetKey:
-    """The dbt asset of one view version (`get_asset_key_for_model` would pick v1 of any view)."""
+    """The asset of one view version: its dbt model, or the source an external view reads.
+
+    (`get_asset_key_for_model` would pick v1 of a versioned model whatever version is asked.)
+    """
     return translator.get_asset_key(_NODES[REGISTRY.views[versioned_name].unique_id])

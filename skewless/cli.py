@@ -58,6 +58,99 @@ def _ui(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _connect():
+    import psycopg
+
+    from skewless.services import services
+
+    return psycopg.connect(services().postgres_url)
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S%z") if moment else "never"
+
+
+def _features_list(_: argparse.Namespace) -> int:
+    from skewless.registry import discovery
+
+    with _connect() as conn:
+        rows = discovery.list_views(conn)
+    print(
+        f"{'view':<28} {'ver':>3}  {'kind':<8} {'entity':<14} {'feat':>4}  {'owner':<28} {'offline':<24} online"
+    )
+    for r in rows:
+        retired = "  (retired)" if r["retired_at"] else ""
+        print(
+            f"{r['view']:<28} {'v' + str(r['version']):>3}  {r['kind']:<8} {', '.join(r['entity']):<14} "
+            f"{r['features']:>4}  {r['owner']:<28} {_when(r['offline_at']):<24} {_when(r['online_at'])}{retired}"
+        )
+    return 0
+
+
+def _features_describe(args: argparse.Namespace) -> int:
+    from skewless.registry import discovery
+
+    with _connect() as conn:
+        found = discovery.describe(conn, args.view)
+    for v in found["versions"]:
+        print(
+            f"{v['view']} v{v['version']}  ({v['kind']}: {v['relation']})"
+            + ("  RETIRED" if v["retired_at"] else "")
+        )
+        print(f"  {v['description'].strip()}")
+        print(
+            f"  entity: {', '.join(v['entity'])}   ttl: {v['ttl'] or 'none'}   freshness SLA: {v['freshness_sla'] or 'none'}"
+            f"   stale policy: {v['stale_policy']}"
+        )
+        print(f"  owner: {v['owner']}   tags: {', '.join(v['tags']) or '-'}")
+        print(f"  upstream: {' <- '.join(v['upstream']) or '-'}")
+        print(f"  services: {', '.join(v['services']) or '-'}")
+        print(
+            f"  newest feature_ts: {_when(v['newest_feature_ts'])}   newest created_at: {_when(v['newest_created_at'])}"
+        )
+        print(
+            f"  last materialized offline: {_when(v['offline_at'])} ({v['offline_rows'] or 0:,} rows)"
+            f"   online: {_when(v['online_at'])} ({v['online_entities'] or 0:,} entities)"
+        )
+        for f in v["feature_list"]:
+            print(f"    {f['feature']:<24} {f['dtype']:<18} {f['description'].strip()}")
+        print()
+    return 0
+
+
+def _features_search(args: argparse.Namespace) -> int:
+    from skewless.registry import discovery
+
+    with _connect() as conn:
+        rows = discovery.search(conn, args.text)
+    if not rows:
+        print(f"no feature mentions {args.text!r}")
+        return 1
+    for r in rows:
+        print(
+            f"{r['view']}_v{r['version']}:{r['feature']:<24} {r['dtype']:<18} {r['owner']:<28} {r['description'].strip()}"
+        )
+    return 0
+
+
+def _features_retire(args: argparse.Namespace) -> int:
+    import redis
+
+    from skewless.config import settings
+    from skewless.registry import load_registry, store
+    from skewless.services import services
+
+    view = load_registry().view(f"{args.view}_v{args.version}")
+    with _connect() as conn:
+        removed = store.retire(
+            conn, redis.Redis.from_url(services().redis_url), settings().namespace, view
+        )
+    print(
+        f"retired {view.versioned_name}: removed {removed:,} online keys; its offline table stays"
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skewless", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -76,6 +169,23 @@ def parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(fn=_ui)
+    features = sub.add_parser("features", help="discover feature views and features (the registry)")
+    fsub = features.add_subparsers(dest="features_command", required=True)
+    fsub.add_parser(
+        "list", help="every view version: entity, owner, last materializations"
+    ).set_defaults(fn=_features_list)
+    describe = fsub.add_parser("describe", help="one view: features, types, lineage, services")
+    describe.add_argument(
+        "view", help="`carrier_delay_stats` (all versions) or `carrier_delay_stats_v1`"
+    )
+    describe.set_defaults(fn=_features_describe)
+    search = fsub.add_parser("search", help="features whose name, description, owner or tags match")
+    search.add_argument("text")
+    search.set_defaults(fn=_features_search)
+    retire = fsub.add_parser("retire", help="remove a view version's online keys (its table stays)")
+    retire.add_argument("view")
+    retire.add_argument("--version", type=int, required=True)
+    retire.set_defaults(fn=_features_retire)
     return p
 
 

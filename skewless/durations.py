@@ -21,3 +21,14 @@ def parse_duration(text: str | None, *, where: str) -> timedelta | None:
             f"{where}: duration {text!r} is not <integer><unit> with unit one of {', '.join(_UNITS)}"
         )
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def format_duration(value: timedelta | None) -> str:
+    """The inverse of parse_duration for display: `2d`, `3h`, `90m`; `none` for no limit."""
+    if value is None:
+        return "none"
+    seconds = int(value.total_seconds())
+    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

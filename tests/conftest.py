@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from datetime import date
 from pathlib import Path
 
 import psycopg
@@ -62,6 +63,20 @@ def svc():
     if _EXTERNAL_PG:
         with psycopg.connect(_admin.url(), autocommit=True) as conn:
             conn.execute(f'drop database if exists "{_test_db}" with (force)')
+
+
+FIRST, LAST = date(2013, 1, 1), date(2013, 1, 12)
+
+
+@pytest.fixture(scope="session")
+def materialized(svc):
+    """Days FIRST..LAST through Dagster, as the demo does: the raw run, then everything after it."""
+    from skewless.orchestrate import materialize_days
+
+    results = materialize_days(FIRST, LAST)
+    assert [r.dagster_run.job_name for r in results] == ["raw_days", "build_features"]
+    assert all(r.success for r in results)
+    return results
 
 
 @pytest.fixture

@@ -54,7 +54,9 @@ def test_dbt_tests_are_asset_checks_including_the_leakage_proofs(defs):
         "features/route_delay_stats_v1",
         "unique_combination_of_columns_route_delay_stats_v1_origin__dest__feature_ts",
     ) in checks
-    assert sum(1 for _, name in checks if name.endswith("_no_leakage")) == 4
+    proofs = {name for _, name in checks if name.endswith("_no_leakage")}
+    views = {v for v in defs_registry().views if not v.startswith("airport_schedule_load")}
+    assert proofs == {f"assert_{v}_no_leakage" for v in views}
 
 
 def test_raw_days_backfill_in_a_single_run(defs):
@@ -71,3 +73,28 @@ def test_library_imports_without_dagster():
         "assert not any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def defs_registry():
+    from skewless.registry import load_registry
+
+    return load_registry()
+
+
+def test_feature_view_assets_show_their_registry_entry(defs):
+    spec = {s.key: s for s in defs.resolve_all_asset_specs()}[
+        AssetKey(["features", "carrier_delay_stats_v1"])
+    ]
+    assert spec.metadata["skewless/owner"] == "flight-ops-ml@skewless.dev"
+    assert "delays" in spec.tags
+    assert {"dbt", "postgres"} <= set(spec.kinds)
+    columns = [c.name for c in spec.metadata["skewless/features"].schema.columns]
+    assert columns[:2] == ["dep_delay_mean_7d", "dep_delay_mean_30d"]
+    assert AssetKey(["features", "registry"]) in {d.asset_key for d in spec.deps}
+
+
+def test_online_views_wait_for_the_registry_guard(defs):
+    graph = defs.resolve_asset_graph()
+    for view in defs_registry().views.values():
+        parents = graph.get(AssetKey(["online", view.versioned_name])).parent_keys
+        assert AssetKey(["features", "registry"]) in parents, view.versioned_name

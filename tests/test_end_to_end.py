@@ -4,11 +4,12 @@ computing independently from the source files, says they should.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
+from conftest import FIRST, LAST
 
 from skewless.config import settings
 from skewless.demo import training_set_sql
@@ -18,17 +19,11 @@ from skewless.online.keys import entity_key
 from skewless.registry import load_registry
 
 NY = ZoneInfo("America/New_York")
-FIRST, LAST = date(2013, 1, 1), date(2013, 1, 12)
 
 
 @pytest.fixture(scope="module")
-def run(svc):
-    from skewless.orchestrate import materialize_days
-
-    results = materialize_days(FIRST, LAST)
-    assert [r.dagster_run.job_name for r in results] == ["raw_days", "build_features"]
-    assert all(r.success for r in results)
-    return results
+def run(materialized):
+    return materialized
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +41,8 @@ def flights() -> pd.DataFrame:
 def _offline(pg, relation: str) -> pd.DataFrame:
     cur = pg.execute(f"select * from {relation}")
     frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
-    frame["feature_ts"] = pd.to_datetime(frame["feature_ts"], utc=True)
+    if "feature_ts" in frame:
+        frame["feature_ts"] = pd.to_datetime(frame["feature_ts"], utc=True)
     return frame
 
 
@@ -157,7 +153,10 @@ def test_redis_holds_the_latest_row_of_every_entity(run, pg, rds, flights):
     registry = load_registry()
     namespace = settings().namespace
     for view in registry.views.values():
-        offline = _offline(pg, view.relation)
+        offline = _offline(pg, view.relation).rename(
+            columns={view.ts_column: "feature_ts", view.created_column: "created_at"}
+        )
+        offline["feature_ts"] = pd.to_datetime(offline["feature_ts"], utc=True)
         latest = (
             offline.sort_values(["feature_ts", "created_at"]).groupby(list(view.entity)).tail(1)
         )
@@ -177,7 +176,7 @@ def test_redis_holds_the_latest_row_of_every_entity(run, pg, rds, flights):
                     name,
                 )
     # and independently of the offline table: carriers' online stats equal pandas at their last day
-    view = registry.view("carrier_delay_stats")
+    view = registry.view("carrier_delay_stats_v1")
     for carrier, group in flights.groupby("carrier"):
         raw = rds.get(entity_key(namespace, view.versioned_name, [carrier]))
         ts = pd.Timestamp(codec.decode_times(raw)[0])
@@ -221,3 +220,29 @@ def test_every_check_of_the_run_passed_including_online_coverage(run):
     assert ("features/carrier_delay_stats_v1", "assert_carrier_delay_stats_v1_no_leakage") in names
     failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
     assert not failed
+
+
+def test_online_reads_by_feature_service_and_by_pinned_versions(run, rds):
+    from skewless.online.reader import PRESENT, get_online_features
+
+    registry = load_registry()
+    flight = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N14228"}
+    now = _day_ends()[-1]
+    by_service = get_online_features(
+        rds, registry, settings().namespace, [flight], feature_service="delay_model_v2", now=now
+    )
+    service = registry.service("delay_model_v2")
+    assert list(by_service.statuses) == [f.name for f in service.features]
+    assert by_service.statuses["severe_late_share_7d"] == [PRESENT]
+    pinned = get_online_features(
+        rds,
+        registry,
+        settings().namespace,
+        [flight],
+        ["carrier_delay_stats_v1:late_share_7d", "carrier_delay_stats_v2:late_share_7d"],
+        now=now,
+    )
+    v1 = pinned.columns["carrier_delay_stats_v1:late_share_7d"]
+    v2 = pinned.columns["carrier_delay_stats_v2:late_share_7d"]
+    assert v1 == v2 and v1[0] is not None  # same feature, same data, two versions side by side
+    assert by_service.columns["late_share_7d"] == v2

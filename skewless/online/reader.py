@@ -38,12 +38,17 @@ def get_online_features(
     registry: Registry,
     namespace: str,
     entity_rows: Sequence[Mapping[str, object]],
-    features: Sequence[str],
+    features: Sequence[str] | None = None,
     *,
+    feature_service: str | None = None,
     now: datetime | None = None,
 ) -> OnlineResult:
-    """Values as of `now` (the project clock by default): older than the view's TTL reads as stale."""
-    resolved = registry.resolve(list(features))
+    """Values as of `now` (the project clock by default): older than the view's TTL reads as stale.
+
+    Either `features` (`view:feature` or `view_v<N>:feature`; columns named `view_v<N>:feature`) or
+    `feature_service` (its pinned features; columns named as the service names them).
+    """
+    resolved, names = _resolve(registry, features, feature_service)
     views: dict[str, FeatureView] = {}
     for view, _ in resolved:
         views.setdefault(view.versioned_name, view)
@@ -62,12 +67,8 @@ def get_online_features(
     columns: dict[str, list] = {k: [row.get(k) for row in entity_rows] for k in entity_columns}
     statuses: dict[str, list[str]] = {}
     wanted = [
-        (
-            f"{view.versioned_name}:{feature}",
-            list(views).index(view.versioned_name),
-            view.feature_names.index(feature),
-        )
-        for view, feature in resolved
+        (name, list(views).index(view.versioned_name), view.feature_names.index(feature))
+        for (view, feature), name in zip(resolved, names, strict=True)
     ]
     for name, _, _ in wanted:
         columns[name], statuses[name] = [], []
@@ -80,6 +81,18 @@ def get_online_features(
             columns[name].append(values[position] if values is not None else None)
             statuses[name].append(status)
     return OnlineResult(columns, statuses)
+
+
+def _resolve(
+    registry: Registry, features: Sequence[str] | None, feature_service: str | None
+) -> tuple[list[tuple[FeatureView, str]], list[str]]:
+    if (features is None) == (feature_service is None):
+        raise DataError("pass either features=[...] or feature_service=..., not both or neither")
+    if feature_service is not None:
+        service = registry.service(feature_service)
+        return [(f.view, f.feature) for f in service.features], [f.name for f in service.features]
+    resolved = registry.resolve(list(features))
+    return resolved, [f"{view.versioned_name}:{feature}" for view, feature in resolved]
 
 
 def _decode(raw: bytes | None, view: FeatureView, moment: datetime) -> tuple[list | None, str]:

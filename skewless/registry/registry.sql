@@ -1,0 +1,59 @@
+-- The registry in PostgreSQL: what every feature view version and feature service is, for
+-- discovery from any SQL client, and the schema fingerprint that guards each version.
+create schema if not exists features;
+
+create table if not exists features.registry (
+    view            text        not null,
+    version         integer     not null,
+    kind            text        not null check (kind in ('dbt', 'external')),
+    relation        text        not null,
+    entity          text[]      not null,
+    entity_types    text[]      not null,
+    ts_column       text        not null,
+    created_column  text        not null,
+    ttl             interval,
+    freshness_sla   interval,
+    stale_policy    text        not null,
+    owner           text        not null,
+    description     text        not null,
+    tags            text[]      not null,
+    upstream        text[]      not null,
+    fingerprint     text        not null,
+    registered_at   timestamptz not null default now(),
+    updated_at      timestamptz not null default now(),
+    retired_at      timestamptz,
+    primary key (view, version)
+);
+
+create table if not exists features.registry_features (
+    view        text    not null,
+    version     integer not null,
+    position    integer not null,
+    feature     text    not null,
+    dtype       text    not null,
+    description text    not null,
+    primary key (view, version, feature),
+    foreign key (view, version) references features.registry (view, version) on delete cascade
+);
+
+create table if not exists features.registry_services (
+    service     text    not null,
+    position    integer not null,
+    name        text    not null,
+    view        text    not null,
+    version     integer not null,
+    feature     text    not null,
+    owner       text    not null,
+    description text    not null,
+    primary key (service, name)
+);
+
+create table if not exists features.registry_materializations (
+    view            text        not null,
+    version         integer     not null,
+    store           text        not null check (store in ('offline', 'online')),
+    materialized_at timestamptz not null,
+    rows            bigint      not null,
+    run_id          text,
+    primary key (view, version, store)
+);

@@ -1,0 +1,244 @@
+"""The registry's home in PostgreSQL: sync definitions, guard version schemas, log materializations.
+
+A version's schema is fixed once registered: a definition whose columns or types changed under
+the same version is rejected (SchemaChanged) before anything is built or published, telling the
+author to add a version. Retiring a version is the one way its online keys go away.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from importlib import resources
+
+import psycopg
+import redis
+
+from skewless.errors import DefinitionError
+from skewless.online.keys import view_pattern
+from skewless.registry.catalog import Registry
+from skewless.registry.model import FeatureView, same_type
+
+_LOCK = "select pg_advisory_xact_lock(hashtext('skewless.registry'))"
+
+
+class SchemaChanged(DefinitionError):
+    """A registered view version's schema differs from its definition."""
+
+
+def ensure_tables(conn: psycopg.Connection) -> None:
+    ddl = resources.files("skewless.registry").joinpath("registry.sql").read_text()
+    with conn.transaction():
+        conn.execute(_LOCK)
+        conn.execute(ddl)
+
+
+def _registered_columns(conn: psycopg.Connection, view: FeatureView) -> dict[str, str] | None:
+    row = conn.execute(
+        "select fingerprint, entity, entity_types, ts_column, created_column from features.registry"
+        " where view = %s and version = %s",
+        (view.name, view.version),
+    ).fetchone()
+    if row is None:
+        return None
+    fingerprint, entity, entity_types, ts_column, created_column = row
+    if fingerprint == view.fingerprint:
+        return {}
+    columns = dict(zip(entity, entity_types, strict=True))
+    columns[ts_column] = "timestamptz"
+    columns[created_column] = "timestamptz"
+    for feature, dtype in conn.execute(
+        "select feature, dtype from features.registry_features where view = %s and version = %s"
+        " order by position",
+        (view.name, view.version),
+    ):
+        columns[feature] = dtype
+    return columns
+
+
+def describe_change(view: FeatureView, before: dict[str, str]) -> str:
+    after = view.columns
+    added = [c for c in after if c not in before]
+    removed = [c for c in before if c not in after]
+    retyped = [
+        f"{c} {before[c]} -> {after[c]}"
+        for c in after
+        if c in before and not same_type(before[c], after[c])
+    ]
+    parts = [
+        f"{label}: {', '.join(cols)}"
+        for label, cols in (("added", added), ("removed", removed), ("retyped", retyped))
+        if cols
+    ] or ["keys or time columns changed"]
+    return (
+        f"feature view {view.name} version {view.version} changed its schema ({'; '.join(parts)}) "
+        f"under the same version; add a version v{view.version + 1} in its YAML instead "
+        f"(v{view.version} keeps serving until it is retired)"
+    )
+
+
+def check_versions(conn: psycopg.Connection, registry: Registry) -> None:
+    """Raise SchemaChanged for every registered version whose definition changed its schema."""
+    ensure_tables(conn)
+    problems = []
+    for view in registry.views.values():
+        before = _registered_columns(conn, view)
+        if before:  # None: new version; {}: same fingerprint
+            problems.append(describe_change(view, before))
+    if problems:
+        raise SchemaChanged("; ".join(problems))
+
+
+def verify_table(conn: psycopg.Connection, view: FeatureView) -> None:
+    """The table must have every declared column with its declared type, before anything is read."""
+    actual = dict(
+        conn.execute(
+            "select column_name, data_type from information_schema.columns"
+            " where table_schema = %s and table_name = %s",
+            (view.schema, view.table),
+        ).fetchall()
+    )
+    if not actual:
+        raise DefinitionError(
+            f"feature view {view.versioned_name}: table {view.relation} does not exist"
+        )
+    missing = [c for c in view.columns if c not in actual]
+    retyped = [
+        f"{c} is {actual[c]}, declared {t}"
+        for c, t in view.columns.items()
+        if c in actual and t and not same_type(actual[c], t)
+    ]
+    if missing or retyped:
+        detail = "; ".join(
+            ([f"missing column(s) {', '.join(missing)}"] if missing else []) + retyped
+        )
+        raise DefinitionError(
+            f"feature view {view.versioned_name}: table {view.relation} does not match its definition: {detail}"
+        )
+
+
+def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
+    """Write every definition into the registry tables, in one transaction, after the guard."""
+    ensure_tables(conn)
+    with conn.transaction():
+        conn.execute(_LOCK)
+        check_versions(conn, registry)
+        for view in registry.views.values():
+            conn.execute(
+                """
+                insert into features.registry (view, version, kind, relation, entity, entity_types,
+                    ts_column, created_column, ttl, freshness_sla, stale_policy, owner, description,
+                    tags, upstream, fingerprint)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                on conflict (view, version) do update set
+                    kind = excluded.kind, relation = excluded.relation, ttl = excluded.ttl,
+                    freshness_sla = excluded.freshness_sla, stale_policy = excluded.stale_policy,
+                    owner = excluded.owner, description = excluded.description,
+                    tags = excluded.tags, upstream = excluded.upstream, updated_at = now()
+                """,
+                (
+                    view.name,
+                    view.version,
+                    view.kind,
+                    view.relation,
+                    list(view.entity),
+                    list(view.entity_types),
+                    view.ts_column,
+                    view.created_column,
+                    view.ttl,
+                    view.freshness_sla,
+                    view.stale_policy,
+                    view.owner,
+                    view.description,
+                    list(view.tags),
+                    list(view.upstream),
+                    view.fingerprint,
+                ),
+            )
+            conn.execute(
+                "delete from features.registry_features where view = %s and version = %s",
+                (view.name, view.version),
+            )
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "insert into features.registry_features values (%s, %s, %s, %s, %s, %s)",
+                    [
+                        (view.name, view.version, i, f.name, f.dtype, f.description)
+                        for i, f in enumerate(view.features)
+                    ],
+                )
+        conn.execute("delete from features.registry_services")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "insert into features.registry_services values (%s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        s.name,
+                        i,
+                        f.name,
+                        f.view.name,
+                        f.view.version,
+                        f.feature,
+                        s.owner,
+                        s.description,
+                    )
+                    for s in registry.services.values()
+                    for i, f in enumerate(s.features)
+                ],
+            )
+    return {"views": len(registry.views), "services": len(registry.services)}
+
+
+def record_materialization(
+    conn: psycopg.Connection,
+    view: FeatureView,
+    store: str,
+    rows: int,
+    run_id: str | None,
+    at: datetime | None = None,
+) -> None:
+    ensure_tables(conn)
+    with conn.transaction():
+        conn.execute(
+            """
+            insert into features.registry_materializations values (%s, %s, %s, coalesce(%s, now()), %s, %s)
+            on conflict (view, version, store) do update set
+                materialized_at = excluded.materialized_at, rows = excluded.rows, run_id = excluded.run_id
+            """,
+            (view.name, view.version, store, at, rows, run_id),
+        )
+
+
+def is_retired(conn: psycopg.Connection, view: FeatureView) -> bool:
+    ensure_tables(conn)
+    row = conn.execute(
+        "select retired_at from features.registry where view = %s and version = %s",
+        (view.name, view.version),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def retire(conn: psycopg.Connection, client: redis.Redis, namespace: str, view: FeatureView) -> int:
+    """Remove a version's online keys and mark it retired (later runs do not republish it).
+
+    The offline table stays: training sets that pinned this version can still be rebuilt.
+    """
+    ensure_tables(conn)
+    with conn.transaction():
+        found = conn.execute(
+            "update features.registry set retired_at = now() where view = %s and version = %s returning 1",
+            (view.name, view.version),
+        ).fetchone()
+        if not found:
+            raise DefinitionError(
+                f"feature view {view.versioned_name} is not registered; nothing to retire"
+            )
+    removed = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=view_pattern(namespace, view.versioned_name), count=10_000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            removed += client.unlink(*batch)
+            batch.clear()
+    if batch:
+        removed += client.unlink(*batch)
+    return removed
