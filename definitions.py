@@ -11,6 +11,7 @@ from checks.online_coverage import online_coverage_check
 from jobs import build_features_job, daily_refresh_job, raw_days_job
 from resources import PostgresResource, RedisResource, dbt_resource
 from sensors.daily_refresh_schedule import daily_refresh_schedule
+from sensors.registry_automation_sensor import registry_automation_sensor
 from skewless.config import settings
 
 defs = Definitions(
@@ -18,6 +19,7 @@ defs = Definitions(
     asset_checks=[online_coverage_check(view) for view in REGISTRY.views.values()],
     jobs=[raw_days_job, build_features_job, daily_refresh_job],
     schedules=[daily_refresh_schedule],
+    sensors=[registry_automation_sensor],
     resources={
         "postgres": PostgresResource(url=EnvVar("SKEWLESS_POSTGRES_URL")),
         "redis": RedisResource(url=EnvVar("SKEWLESS_REDIS_URL"), namespace=settings().namespace),

@@ -12,17 +12,19 @@ from dagster import AutomationCondition, MaterializeResult, MetadataValue, asset
 from assets.constants import FEATURES, REGISTRY_KEY
 from assets.dbt import REGISTRY
 from resources import PostgresResource
-from skewless.registry import store
+from skewless.registry import Registry, store
 
 
-def _definitions_hash() -> str:
+def definitions_hash(registry: Registry) -> str:
+    """Changes when any view, version, feature, owner, TTL, SLA, tag or service changes."""
     parts = [
-        f"{v.versioned_name}:{v.fingerprint}:{v.owner}:{v.ttl}:{v.freshness_sla}:{v.tags}"
-        for v in REGISTRY.views.values()
+        f"{v.versioned_name}:{v.fingerprint}:{v.owner}:{v.ttl}:{v.freshness_sla}:{v.stale_policy}:{v.tags}:"
+        f"{[f.description for f in v.features]}"
+        for v in registry.views.values()
     ]
     parts += [
         f"{s.name}:{[f.reference + '=' + f.name for f in s.features]}"
-        for s in REGISTRY.services.values()
+        for s in registry.services.values()
     ]
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
@@ -31,7 +33,7 @@ def _definitions_hash() -> str:
     key=REGISTRY_KEY,
     group_name=FEATURES,
     kinds={"postgres"},
-    code_version=_definitions_hash(),
+    code_version=definitions_hash(REGISTRY),
     automation_condition=AutomationCondition.code_version_changed() | AutomationCondition.missing(),
     description="Every feature view version, feature and feature service, from the dbt definitions.",
 )

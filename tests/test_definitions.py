@@ -98,3 +98,22 @@ def test_online_views_wait_for_the_registry_guard(defs):
     for view in defs_registry().views.values():
         parents = graph.get(AssetKey(["online", view.versioned_name])).parent_keys
         assert AssetKey(["features", "registry"]) in parents, view.versioned_name
+
+
+def test_the_registry_refreshes_itself_when_definitions_change(defs):
+    from dataclasses import replace
+
+    from assets.registry import definitions_hash
+    from skewless.registry import Registry
+
+    graph = defs.resolve_asset_graph()
+    node = graph.get(AssetKey(["features", "registry"]))
+    registry = defs_registry()
+    assert node.code_version == definitions_hash(registry)
+    assert node.automation_condition is not None
+    sensor = defs.resolve_sensor_def("registry_automation_sensor")
+    assert sensor.default_status.value == "RUNNING"
+    view = registry.view("route_delay_stats_v1")
+    reowned = Registry([replace(view, owner="someone@else.dev")], list(registry.services.values()))
+    original = Registry([view], list(registry.services.values()))
+    assert definitions_hash(reowned) != definitions_hash(original)

@@ -128,3 +128,46 @@ def test_cli_lists_describes_and_searches(materialized):
     assert "origin_weather_v1:visib" in searched.stdout
     unknown = _cli("features", "describe", "nope")
     assert unknown.returncode == 2 and "unknown feature view 'nope'" in unknown.stderr
+
+
+def test_the_pipeline_stops_at_the_guard_before_building_or_publishing(materialized, pg, rds):
+    """A version registered with another schema: the run fails at the registry, nothing after it runs."""
+    from skewless.online.keys import entity_key
+    from skewless.orchestrate import load_definitions
+
+    view = load_registry().view("route_delay_stats_v1")
+    key = entity_key(settings().namespace, view.versioned_name, ["JFK", "LAX"])
+    rds.delete(key)
+    pg.execute(
+        "update features.registry_features set dtype = 'integer' where view = %s and feature = 'flight_count_7d'",
+        (view.name,),
+    )
+    pg.execute(
+        "update features.registry set fingerprint = 'registered-before' where view = %s and version = 1",
+        (view.name,),
+    )
+    pg.commit()
+    try:
+        result = (
+            load_definitions()
+            .resolve_job_def("build_features")
+            .execute_in_process(raise_on_error=False)
+        )
+        assert not result.success
+        failed = {e.step_key for e in result.all_events if e.is_step_failure}
+        assert failed == {"features__registry"}
+        error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+        message = ""
+        while error is not None:  # the guard's message is the cause of Dagster's step error
+            message, error = message + error.message, error.cause
+        assert (
+            "route_delay_stats version 1 changed its schema (retyped: flight_count_7d integer -> bigint)"
+            in message
+        )
+        done = {e.step_key for e in result.all_events if e.is_step_success}
+        assert not any(step.startswith("online__") or step == "dbt_models" for step in done)
+        assert rds.get(key) is None, "the online view was published despite the guard"
+    finally:
+        pg.execute("delete from features.registry where view = %s and version = 1", (view.name,))
+        pg.commit()
+        store.sync(pg, load_registry())
