@@ -2,7 +2,7 @@
 
 from dagster import AssetKey, DailyPartitionsDefinition
 
-RAW, STAGING, FEATURES, ONLINE = "raw", "staging", "features", "online"
+RAW, STAGING, FEATURES, ONLINE, TRAINING = "raw", "staging", "features", "online", "training"
 
 daily_2013 = DailyPartitionsDefinition(
     start_date="2013-01-01", end_date="2014-01-01", timezone="America/New_York"

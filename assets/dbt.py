@@ -6,6 +6,7 @@ features) as metadata, so the UI shows what a view is next to its lineage.
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from dagster import (
@@ -21,7 +22,7 @@ from dagster import (
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from psycopg import sql
 
-from assets.constants import FEATURES, REGISTRY_KEY, STAGING
+from assets.constants import FEATURES, REGISTRY_KEY, STAGING, TRAINING
 from resources import PostgresResource
 from skewless.dbt import ensure_manifest
 from skewless.progress import log
@@ -30,6 +31,18 @@ from skewless.registry.store import check_versions, record_materialization
 
 MANIFEST = ensure_manifest()
 REGISTRY = load_registry(MANIFEST)
+
+
+def _training_meta(props: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return ((props.get("config") or {}).get("meta") or props.get("meta") or {}).get(
+        "skewless_training"
+    )
+
+
+def _pinned(props: Mapping[str, Any]) -> dict[str, str]:
+    """What a training set was built from: its service's view versions and their schemas."""
+    service = REGISTRY.service(_training_meta(props)["feature_service"])
+    return {v.versioned_name: v.fingerprint for v in service.views}
 
 
 def _skewless_meta(props: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -47,6 +60,8 @@ class SkewlessTranslator(DagsterDbtTranslator):
         return super().get_asset_key(props)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if _training_meta(dbt_resource_props):
+            return TRAINING
         return FEATURES if _skewless_meta(dbt_resource_props) else STAGING
 
     def get_owners(self, dbt_resource_props: Mapping[str, Any]):
@@ -71,6 +86,10 @@ class SkewlessTranslator(DagsterDbtTranslator):
 
     def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
         metadata = dict(super().get_metadata(dbt_resource_props))
+        training = _training_meta(dbt_resource_props)
+        if training:
+            metadata["skewless/feature_service"] = training["feature_service"]
+            metadata["skewless/pinned_views"] = MetadataValue.json(_pinned(dbt_resource_props))
         if not _skewless_meta(dbt_resource_props) or dbt_resource_props["resource_type"] != "model":
             return metadata
         view = REGISTRY.views[f"{dbt_resource_props['name']}_v{dbt_resource_props['version']}"]
@@ -112,6 +131,11 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, postgres: Po
         for name, view in REGISTRY.views.items()
         if view.kind == "dbt"
     }
+    training = {
+        translator.get_asset_key(node): _pinned(node)
+        for node in _NODES.values()
+        if _training_meta(node)
+    }
     with postgres.connect() as conn:
         check_versions(conn, REGISTRY)
     for event in dbt.cli(["build"], context=context).stream():
@@ -120,6 +144,15 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, postgres: Po
             log.info(f"dbt: built {key.to_user_string()}")
             if key in by_key:
                 _record_offline(postgres, by_key[key], context.run_id)
+            if key in training:
+                # what reproduces this build: the pinned view versions and when it was built
+                event = event.with_metadata(
+                    {
+                        **event.metadata,
+                        "skewless/built_at": MetadataValue.timestamp(datetime.now(UTC)),
+                        "skewless/pinned_views": MetadataValue.json(training[key]),
+                    }
+                )
         elif isinstance(event, AssetCheckResult) and not event.passed:
             log.warning(
                 f"dbt: test {event.check_name} failed on {event.asset_key.to_user_string()}"

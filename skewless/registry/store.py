@@ -14,6 +14,7 @@ import psycopg
 import redis
 
 from skewless.errors import DefinitionError
+from skewless.offline import asof_function
 from skewless.online.keys import view_pattern
 from skewless.registry.catalog import Registry
 from skewless.registry.model import FeatureView, same_type
@@ -166,6 +167,8 @@ def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
                         for i, f in enumerate(view.features)
                     ],
                 )
+            if view.kind == "external":  # dbt makes the functions of the views it builds
+                asof_function.create(conn, view)
         conn.execute("delete from features.registry_services")
         with conn.cursor() as cur:
             cur.executemany(

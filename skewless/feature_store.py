@@ -1,0 +1,101 @@
+"""`FeatureStore`: the one-call entry points, in Feast's words, without Dagster.
+
+from skewless import FeatureStore
+store = FeatureStore()
+training = store.get_historical_features(flights, feature_service="delay_model_v1",
+                                         timestamp_column="as_of")
+vector = store.get_online_features([{"carrier": "UA", ...}], feature_service="delay_model_v1")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import cached_property
+
+import pandas as pd
+import psycopg
+import redis
+
+from skewless.config import settings
+from skewless.offline.historical import get_historical_features
+from skewless.online.reader import OnlineResult, get_online_features
+from skewless.registry import Registry, load_registry
+
+
+class FeatureStore:
+    """The project's offline store (PostgreSQL), online store (Redis) and registry (dbt manifest).
+
+    Servers come from the environment (or the embedded ones), unless URLs are given.
+    """
+
+    def __init__(
+        self,
+        postgres_url: str | None = None,
+        redis_url: str | None = None,
+        namespace: str | None = None,
+    ):
+        self._postgres_url = postgres_url
+        self._redis_url = redis_url
+        self.namespace = namespace or settings().namespace
+
+    @property
+    def registry(self) -> Registry:
+        return load_registry()
+
+    @cached_property
+    def postgres_url(self) -> str:
+        if self._postgres_url:
+            return self._postgres_url
+        from skewless.services import services
+
+        return services().postgres_url
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        url = self._redis_url
+        if url is None:
+            from skewless.services import services
+
+            url = services().redis_url
+        return redis.Redis.from_url(url)
+
+    def get_historical_features(
+        self,
+        entity_df: pd.DataFrame,
+        features: Sequence[str] | None = None,
+        *,
+        feature_service: str | None = None,
+        timestamp_column: str = "event_timestamp",
+        strict: bool = False,
+        full_feature_names: bool = False,
+    ) -> pd.DataFrame:
+        with psycopg.connect(self.postgres_url) as conn:
+            return get_historical_features(
+                conn,
+                self.registry,
+                entity_df,
+                features,
+                feature_service=feature_service,
+                timestamp_column=timestamp_column,
+                strict=strict,
+                full_feature_names=full_feature_names,
+            )
+
+    def get_online_features(
+        self,
+        entity_rows: Sequence[Mapping[str, object]],
+        features: Sequence[str] | None = None,
+        *,
+        feature_service: str | None = None,
+        now: datetime | None = None,
+    ) -> OnlineResult:
+        return get_online_features(
+            self.redis,
+            self.registry,
+            self.namespace,
+            entity_rows,
+            features,
+            feature_service=feature_service,
+            now=now,
+        )

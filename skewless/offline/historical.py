@@ -1,0 +1,233 @@
+"""`get_historical_features`: a point-in-time correct training set for any entity DataFrame.
+
+The entity frame goes to PostgreSQL with COPY (only its key and time columns); each view is
+joined as of each row's timestamp in SQL; the result comes back with COPY. Input columns are
+returned unchanged, one output row per input row, in input order.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from skewless.errors import DataError
+from skewless.offline import asof_sql
+from skewless.registry import FeatureView, Registry
+
+LATERAL, SWEEP, AUTO = "lateral", "sweep", "auto"
+SWEEP_MIN_SPINE = 250_000
+"""Spines at least this long (and at least a fifth of the view) use the sweep: see bench/pit.py."""
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    view: FeatureView
+    feature: str
+    column: str
+
+
+def _resolve(registry: Registry, features, feature_service, full_feature_names) -> list[_Wanted]:
+    if (features is None) == (feature_service is None):
+        raise DataError("pass either features=[...] or feature_service=..., not both or neither")
+    if feature_service is not None:
+        service = registry.service(feature_service)
+        wanted = [_Wanted(f.view, f.feature, f.name) for f in service.features]
+    else:
+        wanted = [_Wanted(v, f, f) for v, f in registry.resolve(list(features))]
+    if full_feature_names:
+        wanted = [
+            _Wanted(w.view, w.feature, f"{w.view.versioned_name}__{w.feature}") for w in wanted
+        ]
+    seen: dict[str, str] = {}
+    for w in wanted:
+        if w.column in seen:
+            raise DataError(
+                f"feature name {w.column!r} comes from both {seen[w.column]} and {w.view.versioned_name}; "
+                "pass full_feature_names=True or use a feature service that names them apart"
+            )
+        seen[w.column] = w.view.versioned_name
+    return wanted
+
+
+def _check_frame(entity_df: pd.DataFrame, timestamp_column: str, wanted: list[_Wanted]) -> None:
+    if timestamp_column not in entity_df.columns:
+        raise DataError(
+            f"entity_df has no timestamp column {timestamp_column!r} (columns: {', '.join(map(str, entity_df.columns))}); "
+            "pass timestamp_column="
+        )
+    ts = entity_df[timestamp_column]
+    if not pd.api.types.is_datetime64_any_dtype(ts):
+        raise DataError(f"entity_df column {timestamp_column!r} holds {ts.dtype}, not timestamps")
+    if getattr(ts.dt, "tz", None) is None:
+        raise DataError(
+            f"entity_df column {timestamp_column!r} has timestamps without a time zone, which are ambiguous; "
+            "localize them (e.g. .dt.tz_localize('UTC') or 'America/New_York')"
+        )
+    if ts.isna().any():
+        raise DataError(
+            f"entity_df column {timestamp_column!r} has {int(ts.isna().sum())} missing timestamp(s)"
+        )
+    for view in dict.fromkeys(w.view for w in wanted):
+        missing = [k for k in view.entity if k not in entity_df.columns]
+        if missing:
+            raise DataError(
+                f"entity_df lacks key column(s) {', '.join(missing)} of feature view {view.versioned_name} "
+                f"(its entity is {', '.join(view.entity)})"
+            )
+
+
+def _upload(
+    conn: psycopg.Connection, entity_df: pd.DataFrame, keys: dict[str, str], timestamp_column: str
+) -> None:
+    """The spine as a temporary table: _row (input position), key columns typed as the views', _ts."""
+    cols = [sql.SQL("_row bigint")]
+    cols += [sql.SQL("{} {}").format(sql.Identifier(k), sql.SQL(t)) for k, t in keys.items()]
+    cols.append(sql.SQL("_ts timestamptz not null"))
+    conn.execute(
+        sql.SQL("create temporary table _skewless_spine ({}) on commit drop").format(
+            sql.SQL(", ").join(cols)
+        )
+    )
+    frame = entity_df[list(keys)].copy()
+    frame.insert(0, "_row", range(len(entity_df)))
+    frame["_ts"] = (
+        entity_df[timestamp_column].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    )
+    with (
+        conn.cursor() as cur,
+        cur.copy("copy _skewless_spine from stdin with (format csv, null '\\N')") as copy,
+    ):
+        for start in range(0, len(frame), 200_000):
+            buffer = io.StringIO()
+            frame.iloc[start : start + 200_000].to_csv(
+                buffer, index=False, header=False, na_rep="\\N"
+            )
+            copy.write(buffer.getvalue())
+    conn.execute("analyze _skewless_spine")
+
+
+def choose_strategy(spine_rows: int, view_rows: int, strict: bool, requested: str = AUTO) -> str:
+    """Probe per row for small spines; one sorted sweep when the spine rivals the view in size."""
+    if requested != AUTO:
+        if requested == SWEEP and strict:
+            raise DataError("strategy 'sweep' cannot honour strict mode; use 'lateral' or 'auto'")
+        return requested
+    if strict:
+        return LATERAL
+    return SWEEP if spine_rows >= SWEEP_MIN_SPINE and spine_rows * 5 >= view_rows else LATERAL
+
+
+_PANDAS_TYPES = {
+    "bigint": "Int64",
+    "integer": "Int64",
+    "smallint": "Int64",
+    "double precision": "float64",
+    "real": "float64",
+    "numeric": "float64",
+    "boolean": "boolean",
+}
+
+
+def _fetch(
+    conn: psycopg.Connection, query: sql.Composable, wanted: list[_Wanted], n: int
+) -> pd.DataFrame:
+    """Run `select _row, <features>` with COPY out; returns columns in input-row order."""
+    buffer = io.BytesIO()
+    with (
+        conn.cursor() as cur,
+        cur.copy(sql.SQL("copy ({}) to stdout with (format csv)").format(query)) as copy,
+    ):
+        for data in copy:
+            buffer.write(data)
+    buffer.seek(0)
+    names = ["_row", *(w.column for w in wanted)]
+    dtypes = {
+        w.column: _PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object") for w in wanted
+    }
+    frame = pd.read_csv(
+        buffer,
+        header=None,
+        names=names,
+        dtype={"_row": "int64", **{c: t for c, t in dtypes.items() if t != "boolean"}},
+        keep_default_na=False,
+        na_values=[""],
+    )
+    for column, dtype in dtypes.items():
+        if dtype == "boolean":
+            frame[column] = frame[column].map({"t": True, "f": False}).astype("boolean")
+    if len(frame) != n:
+        raise RuntimeError(f"as-of join returned {len(frame)} rows for {n} entity rows")
+    return frame.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+
+
+def get_historical_features(
+    conn: psycopg.Connection,
+    registry: Registry,
+    entity_df: pd.DataFrame,
+    features: Sequence[str] | None = None,
+    *,
+    feature_service: str | None = None,
+    timestamp_column: str = "event_timestamp",
+    strict: bool = False,
+    full_feature_names: bool = False,
+    strategy: str = AUTO,
+) -> pd.DataFrame:
+    """Features as of each row's timestamp; `strict` also requires created_at <= timestamp.
+
+    Raises DataError for a missing key or timestamp column, naive timestamps, or clashing names,
+    and DefinitionError for an unknown view, version, feature or service.
+    """
+    wanted = _resolve(registry, features, feature_service, full_feature_names)
+    _check_frame(entity_df, timestamp_column, wanted)
+    result = entity_df.reset_index(drop=True).copy()
+    if len(entity_df) == 0:
+        for w in wanted:
+            result[w.column] = pd.Series(
+                dtype=_PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object")
+            )
+        return result.set_axis(entity_df.index)
+    keys: dict[str, str] = {}
+    for view in dict.fromkeys(w.view for w in wanted):
+        keys.update(zip(view.entity, view.entity_types, strict=True))
+    spine = sql.Identifier("_skewless_spine")
+    with conn.transaction():
+        _upload(conn, entity_df, keys, timestamp_column)
+        for view in dict.fromkeys(w.view for w in wanted):
+            mine = [w for w in wanted if w.view == view]
+            names = [w.feature for w in mine]
+            view_rows = _estimated_rows(conn, view)
+            how = choose_strategy(len(entity_df), view_rows, strict, strategy)
+            key_map = {k: k for k in view.entity}
+            if how == SWEEP:
+                query = asof_sql.sweep(view, spine, key_map, "_ts", names)
+            else:
+                query = asof_sql.lateral(view, spine, key_map, "_ts", names, strict=strict)
+            fetched = _fetch(conn, _renamed(query, names, mine), mine, len(entity_df))
+            for w in mine:
+                result[w.column] = (
+                    fetched[w.column].to_numpy()
+                    if fetched[w.column].dtype == "float64"
+                    else fetched[w.column].array
+                )
+    return result.set_axis(entity_df.index)
+
+
+def _renamed(query: sql.Composable, names: list[str], mine: list[_Wanted]) -> sql.Composed:
+    cols = sql.SQL(", ").join(
+        sql.SQL("q.{} as {}").format(sql.Identifier(n), sql.Identifier(w.column))
+        for n, w in zip(names, mine, strict=True)
+    )
+    return sql.SQL("select q._row, {} from ({}) q").format(cols, query)
+
+
+def _estimated_rows(conn: psycopg.Connection, view: FeatureView) -> int:
+    row = conn.execute(
+        "select greatest(reltuples, 0)::bigint from pg_class where oid = to_regclass(%s)",
+        (view.relation,),
+    ).fetchone()
+    return int(row[0]) if row else 0
