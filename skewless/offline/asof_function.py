@@ -61,4 +61,5 @@ def create(conn: psycopg.Connection, view: FeatureView) -> None:
     """Create or replace the function; the table may not exist yet (bodies are checked at call)."""
     with conn.transaction():
         conn.execute("set local check_function_bodies = off")
+        conn.execute("create schema if not exists features")
         conn.execute(create_sql(view))
