@@ -117,3 +117,18 @@ def test_the_registry_refreshes_itself_when_definitions_change(defs):
     reowned = Registry([replace(view, owner="someone@else.dev")], list(registry.services.values()))
     original = Registry([view], list(registry.services.values()))
     assert definitions_hash(reowned) != definitions_hash(original)
+
+
+def test_training_set_is_an_asset_downstream_of_the_views_it_pins(defs):
+    graph = defs.resolve_asset_graph()
+    key = AssetKey(["training", "delay_training"])
+    spec = {s.key: s for s in defs.resolve_all_asset_specs()}[key]
+    assert spec.group_name == "training"
+    assert spec.metadata["skewless/feature_service"] == "delay_model_v1"
+    pinned = spec.metadata["skewless/pinned_views"].data
+    assert set(pinned) == {
+        v.versioned_name for v in defs_registry().service("delay_model_v1").views
+    }
+    upstream = graph.get_ancestor_asset_keys(key)
+    assert AssetKey(["features", "plane_profile_v1"]) in upstream
+    assert AssetKey(["partner", "airport_schedule_load"]) in upstream

@@ -246,3 +246,16 @@ def test_online_reads_by_feature_service_and_by_pinned_versions(run, rds):
     v2 = pinned.columns["carrier_delay_stats_v2:late_share_7d"]
     assert v1 == v2 and v1[0] is not None  # same feature, same data, two versions side by side
     assert by_service.columns["late_share_7d"] == v2
+
+
+def test_training_build_records_when_and_from_what(run):
+    from dagster import AssetKey
+
+    result = run[-1]
+    [materialization] = [
+        m
+        for m in result.asset_materializations_for_node("dbt_models")
+        if m.asset_key == AssetKey(["training", "delay_training"])
+    ]
+    assert "skewless/built_at" in materialization.metadata
+    assert "carrier_delay_stats_v1" in materialization.metadata["skewless/pinned_views"].data
