@@ -133,30 +133,48 @@ _PANDAS_TYPES = {
 }
 
 
+class _CopyStream(io.RawIOBase):
+    """COPY TO STDOUT as a file: pandas parses rows as they arrive, never the whole text at once."""
+
+    def __init__(self, copy: psycopg.Copy):
+        self._blocks = iter(copy)
+        self._block = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while not self._block:
+            try:
+                self._block = memoryview(next(self._blocks))
+            except StopIteration:
+                return 0
+        n = min(len(target), len(self._block))
+        target[:n] = self._block[:n]
+        self._block = self._block[n:]
+        return n
+
+
 def _fetch(
     conn: psycopg.Connection, query: sql.Composable, wanted: list[_Wanted], n: int
 ) -> pd.DataFrame:
     """Run `select _row, <features>` with COPY out; returns columns in input-row order."""
-    buffer = io.BytesIO()
-    with (
-        conn.cursor() as cur,
-        cur.copy(sql.SQL("copy ({}) to stdout with (format csv)").format(query)) as copy,
-    ):
-        for data in copy:
-            buffer.write(data)
-    buffer.seek(0)
     names = ["_row", *(w.column for w in wanted)]
     dtypes = {
         w.column: _PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object") for w in wanted
     }
-    frame = pd.read_csv(
-        buffer,
-        header=None,
-        names=names,
-        dtype={"_row": "int64", **{c: t for c, t in dtypes.items() if t != "boolean"}},
-        keep_default_na=False,
-        na_values=[""],
-    )
+    with (
+        conn.cursor() as cur,
+        cur.copy(sql.SQL("copy ({}) to stdout with (format csv)").format(query)) as copy,
+    ):
+        frame = pd.read_csv(
+            io.BufferedReader(_CopyStream(copy), buffer_size=1 << 20),
+            header=None,
+            names=names,
+            dtype={"_row": "int64", **{c: t for c, t in dtypes.items() if t != "boolean"}},
+            keep_default_na=False,
+            na_values=[""],
+        )
     for column, dtype in dtypes.items():
         if dtype == "boolean":
             frame[column] = frame[column].map({"t": True, "f": False}).astype("boolean")
