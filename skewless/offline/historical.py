@@ -90,7 +90,15 @@ def _upload(
     """The spine as a temporary table: _row (input position), key columns typed as the views', _ts."""
     cols = [sql.SQL("_row bigint")]
     cols += [sql.SQL("{} {}").format(sql.Identifier(k), sql.SQL(t)) for k, t in keys.items()]
-    cols.append(sql.SQL("_ts timestamptz not null"))
+    cols.append(sql.SQL("_ts_us bigint not null"))
+    # timestamps travel as epoch microseconds (formatting them as text was a third of the cost)
+    # and become timestamptz in the database, exactly
+    cols.append(
+        sql.SQL(
+            "_ts timestamptz generated always as "
+            "((timestamp 'epoch' + _ts_us * interval '1 microsecond') at time zone 'UTC') stored"
+        )
+    )
     conn.execute(
         sql.SQL("create temporary table _skewless_spine ({}) on commit drop").format(
             sql.SQL(", ").join(cols)
@@ -98,12 +106,16 @@ def _upload(
     )
     frame = entity_df[list(keys)].copy()
     frame.insert(0, "_row", range(len(entity_df)))
-    frame["_ts"] = (
-        entity_df[timestamp_column].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    frame["_ts_us"] = (
+        entity_df[timestamp_column].dt.tz_convert("UTC").dt.as_unit("us").astype("int64")
     )
     with (
         conn.cursor() as cur,
-        cur.copy("copy _skewless_spine from stdin with (format csv, null '\\N')") as copy,
+        cur.copy(
+            sql.SQL("copy _skewless_spine ({}) from stdin with (format csv, null '\\N')").format(
+                sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
+            )
+        ) as copy,
     ):
         for start in range(0, len(frame), 200_000):
             buffer = io.StringIO()
