@@ -47,6 +47,7 @@ import pandas as pd  # noqa: E402
 import psycopg  # noqa: E402
 
 from skewless.offline.historical import (  # noqa: E402
+    SWEEP_MIN_RATIO,
     SWEEP_MIN_SPINE,
     _CopyStream,
     choose_strategy,
@@ -539,8 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print()
     print(
-        f"auto rule: sweep when spine >= SWEEP_MIN_SPINE ({SWEEP_MIN_SPINE:,}) and spine * 5 >="
-        " view rows; peak MiB: tracemalloc peak of one untimed run (Python allocations only)"
+        f"auto rule: sweep when spine >= {SWEEP_MIN_SPINE:,} rows and >= {SWEEP_MIN_RATIO}x the"
+        " view's rows; peak MiB: tracemalloc peak of one untimed run (Python allocations only)"
     )
     return 0
 
