@@ -87,7 +87,6 @@ def sweep(
         for f in features
     )
     vcols = sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(f)) for f in features)
-    fcols = sql.SQL(", ").join(sql.Identifier(f) for f in features)
     picked = sql.SQL(", ").join(
         sql.SQL("first_value({f}) over grp as {f}").format(f=sql.Identifier(f)) for f in features
     )
@@ -143,7 +142,6 @@ def sweep(
         part=part,
         picked=picked,
         outs=outs,
-        fcols=fcols,
     )
 
 

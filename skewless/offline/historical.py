@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pandas as pd
 import psycopg
@@ -17,7 +16,7 @@ from psycopg import sql
 
 from skewless.errors import DataError
 from skewless.offline import asof_sql
-from skewless.registry import FeatureView, Registry
+from skewless.registry import FeatureView, Registry, ServiceFeature
 
 LATERAL, SWEEP, AUTO = "lateral", "sweep", "auto"
 SWEEP_MIN_SPINE = 1_000_000
@@ -27,37 +26,29 @@ SWEEP_MIN_RATIO = 2
 sweep is chosen only for spines of at least 1M rows and twice the view's size."""
 
 
-@dataclass(frozen=True)
-class _Wanted:
-    view: FeatureView
-    feature: str
-    column: str
-
-
-def _resolve(registry: Registry, features, feature_service, full_feature_names) -> list[_Wanted]:
-    if (features is None) == (feature_service is None):
-        raise DataError("pass either features=[...] or feature_service=..., not both or neither")
-    if feature_service is not None:
-        service = registry.service(feature_service)
-        wanted = [_Wanted(f.view, f.feature, f.name) for f in service.features]
-    else:
-        wanted = [_Wanted(v, f, f) for v, f in registry.resolve(list(features))]
+def _resolve(
+    registry: Registry, features, feature_service, full_feature_names
+) -> list[ServiceFeature]:
+    wanted = registry.select(features, feature_service)
     if full_feature_names:
         wanted = [
-            _Wanted(w.view, w.feature, f"{w.view.versioned_name}__{w.feature}") for w in wanted
+            ServiceFeature(w.view, w.feature, f"{w.view.versioned_name}__{w.feature}")
+            for w in wanted
         ]
     seen: dict[str, str] = {}
     for w in wanted:
-        if w.column in seen:
+        if w.name in seen:
             raise DataError(
-                f"feature name {w.column!r} comes from both {seen[w.column]} and {w.view.versioned_name}; "
+                f"feature name {w.name!r} comes from both {seen[w.name]} and {w.view.versioned_name}; "
                 "pass full_feature_names=True or use a feature service that names them apart"
             )
-        seen[w.column] = w.view.versioned_name
+        seen[w.name] = w.view.versioned_name
     return wanted
 
 
-def _check_frame(entity_df: pd.DataFrame, timestamp_column: str, wanted: list[_Wanted]) -> None:
+def _check_frame(
+    entity_df: pd.DataFrame, timestamp_column: str, wanted: list[ServiceFeature]
+) -> None:
     if timestamp_column not in entity_df.columns:
         raise DataError(
             f"entity_df has no timestamp column {timestamp_column!r} (columns: {', '.join(map(str, entity_df.columns))}); "
@@ -172,13 +163,11 @@ class _CopyStream(io.RawIOBase):
 
 
 def _fetch(
-    conn: psycopg.Connection, query: sql.Composable, wanted: list[_Wanted], n: int
+    conn: psycopg.Connection, query: sql.Composable, wanted: list[ServiceFeature], n: int
 ) -> pd.DataFrame:
     """Run `select _row, <features>` with COPY out; returns columns in input-row order."""
-    names = ["_row", *(w.column for w in wanted)]
-    dtypes = {
-        w.column: _PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object") for w in wanted
-    }
+    names = ["_row", *(w.name for w in wanted)]
+    dtypes = {w.name: _PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object") for w in wanted}
     with (
         conn.cursor() as cur,
         cur.copy(sql.SQL("copy ({}) to stdout with (format csv)").format(query)) as copy,
@@ -221,7 +210,7 @@ def get_historical_features(
     result = entity_df.reset_index(drop=True).copy()
     if len(entity_df) == 0:
         for w in wanted:
-            result[w.column] = pd.Series(
+            result[w.name] = pd.Series(
                 dtype=_PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object")
             )
         return result.set_axis(entity_df.index)
@@ -243,17 +232,17 @@ def get_historical_features(
                 query = asof_sql.lateral(view, spine, key_map, "_ts", names, strict=strict)
             fetched = _fetch(conn, _renamed(query, names, mine), mine, len(entity_df))
             for w in mine:
-                result[w.column] = (
-                    fetched[w.column].to_numpy()
-                    if fetched[w.column].dtype == "float64"
-                    else fetched[w.column].array
+                result[w.name] = (
+                    fetched[w.name].to_numpy()
+                    if fetched[w.name].dtype == "float64"
+                    else fetched[w.name].array
                 )
     return result.set_axis(entity_df.index)
 
 
-def _renamed(query: sql.Composable, names: list[str], mine: list[_Wanted]) -> sql.Composed:
+def _renamed(query: sql.Composable, names: list[str], mine: list[ServiceFeature]) -> sql.Composed:
     cols = sql.SQL(", ").join(
-        sql.SQL("q.{} as {}").format(sql.Identifier(n), sql.Identifier(w.column))
+        sql.SQL("q.{} as {}").format(sql.Identifier(n), sql.Identifier(w.name))
         for n, w in zip(names, mine, strict=True)
     )
     return sql.SQL("select q._row, {} from ({}) q").format(cols, query)

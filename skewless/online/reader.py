@@ -86,13 +86,9 @@ def get_online_features(
 def _resolve(
     registry: Registry, features: Sequence[str] | None, feature_service: str | None
 ) -> tuple[list[tuple[FeatureView, str]], list[str]]:
-    if (features is None) == (feature_service is None):
-        raise DataError("pass either features=[...] or feature_service=..., not both or neither")
-    if feature_service is not None:
-        service = registry.service(feature_service)
-        return [(f.view, f.feature) for f in service.features], [f.name for f in service.features]
-    resolved = registry.resolve(list(features))
-    return resolved, [f"{view.versioned_name}:{feature}" for view, feature in resolved]
+    chosen = registry.select(features, feature_service)
+    names = [f.name if feature_service else f.reference for f in chosen]
+    return [(f.view, f.feature) for f in chosen], names
 
 
 def _decode(raw: bytes | None, view: FeatureView, moment: datetime) -> tuple[list | None, str]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from skewless.errors import DefinitionError
+from skewless.errors import DataError, DefinitionError
 from skewless.registry.manifest import services_from_manifest, views_from_manifest
-from skewless.registry.model import FeatureService, FeatureView
+from skewless.registry.model import FeatureService, FeatureView, ServiceFeature
 
 
 class Registry:
@@ -55,6 +56,21 @@ class Registry:
             known = ", ".join(sorted(self.services)) or "none declared"
             raise DefinitionError(f"unknown feature service {name!r}; known: {known}")
         return self.services[name]
+
+    def select(
+        self, features: Sequence[str] | None, feature_service: str | None
+    ) -> list[ServiceFeature]:
+        """`features=[view:feature, ...]` or a service's pinned features, each with its output name
+        (the service's name for it, else the feature's own); exactly one of the two is given."""
+        if (features is None) == (feature_service is None):
+            raise DataError(
+                "pass either features=[...] or feature_service=..., not both or neither"
+            )
+        if feature_service is not None:
+            return list(self.service(feature_service).features)
+        return [
+            ServiceFeature(view, feature, feature) for view, feature in self.resolve(list(features))
+        ]
 
     def resolve(self, references: list[str]) -> list[tuple[FeatureView, str]]:
         """`view:feature` references, in order, as (view, feature); errors name the bad one."""
