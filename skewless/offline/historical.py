@@ -167,7 +167,9 @@ def _fetch(
 ) -> pd.DataFrame:
     """Run `select _row, <features>` with COPY out; returns columns in input-row order."""
     names = ["_row", *(w.name for w in wanted)]
-    dtypes = {w.name: _PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object") for w in wanted}
+    dtypes = {
+        w.name: _PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object") for w in wanted
+    }
     with (
         conn.cursor() as cur,
         cur.copy(sql.SQL("copy ({}) to stdout with (format csv)").format(query)) as copy,
