@@ -15,3 +15,7 @@ class DefinitionError(SkewlessError):
 
 class DataError(SkewlessError):
     """Input data does not have the shape or types a step needs."""
+
+
+class StaleValueError(DataError):
+    """An online read met a stale value of a view whose stale policy is `error`."""
