@@ -74,7 +74,12 @@ def _view(props: Mapping[str, Any], meta: Mapping[str, Any], *, external: bool) 
     if untyped:
         raise DefinitionError(f"{where}: column(s) {', '.join(untyped)} declare no data_type")
     features = tuple(
-        Feature(col_name, col["data_type"].lower(), col.get("description", ""))
+        Feature(
+            col_name,
+            col["data_type"].lower(),
+            col.get("description", ""),
+            _column_meta(col).get("default"),
+        )
         for col_name, col in columns.items()
         if col_name not in entity and col_name not in (ts_column, created_column)
     )
@@ -85,6 +90,13 @@ def _view(props: Mapping[str, Any], meta: Mapping[str, Any], *, external: bool) 
         raise DefinitionError(
             f"{where}: stale_policy {stale_policy!r} is not one of {', '.join(_STALE_POLICIES)}"
         )
+    if stale_policy == "default":
+        lacking = [f.name for f in features if f.default is None]
+        if lacking:
+            raise DefinitionError(
+                f"{where}: stale_policy 'default' needs meta.skewless.default on column(s) "
+                f"{', '.join(lacking)}"
+            )
     if not meta.get("owner"):
         raise DefinitionError(f"{where}: meta.skewless.owner is missing; every view has an owner")
     schema = props["schema"]
@@ -108,6 +120,12 @@ def _view(props: Mapping[str, Any], meta: Mapping[str, Any], *, external: bool) 
         ts_column=ts_column,
         created_column=created_column,
     )
+
+
+def _column_meta(column: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A column's `meta.skewless` (dbt keeps column meta under `meta` or `config.meta`)."""
+    meta = column.get("meta") or (column.get("config") or {}).get("meta") or {}
+    return meta.get("skewless") or {}
 
 
 def _upstream(manifest: Mapping[str, Any], unique_id: str) -> tuple[str, ...]:

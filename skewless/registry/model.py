@@ -13,6 +13,8 @@ class Feature:
     name: str
     dtype: str
     description: str
+    default: object = None
+    """Served instead of a stale value when the view's stale policy is `default`."""
 
 
 @dataclass(frozen=True)
