@@ -143,7 +143,7 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, postgres: Po
             key = context.asset_key_for_output(event.output_name)
             log.info(f"dbt: built {key.to_user_string()}")
             if key in by_key:
-                _record_offline(postgres, by_key[key], context.run_id)
+                _record_offline(postgres, by_key[key], context.run.run_id)
             if key in training:
                 # what reproduces this build: the pinned view versions and when it was built
                 event = event.with_metadata(

@@ -1,13 +1,30 @@
-"""Online views: one asset per feature view version, publishing its latest values to Redis."""
+"""Online views: one asset per feature view version, publishing its latest values to Redis.
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
+Incremental by default (entities with rows newer than the last run's watermark); a run config
+`full_refresh: true` rewrites every entity, e.g. to repair Redis.
+"""
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    MaterializeResult,
+    asset,
+)
 
 from assets.constants import ONLINE, REGISTRY_KEY
 from assets.dbt import REGISTRY, feature_view_asset_key
 from resources import PostgresResource, RedisResource
+from skewless import clock
 from skewless.online.writer import materialize_view
 from skewless.progress import Throttle, log
 from skewless.registry import FeatureView, store
+
+
+class OnlineConfig(Config):
+    full_refresh: bool = False
+    """Rewrite every entity (equal versions too), not only those changed since the last run."""
 
 
 def online_asset(view: FeatureView) -> AssetsDefinition:
@@ -17,30 +34,49 @@ def online_asset(view: FeatureView) -> AssetsDefinition:
         group_name=ONLINE,
         kinds={"redis"},
         owners=[view.owner] if view.owner else None,
-        description=f"Latest values of {view.relation} per {', '.join(view.entity)}, in Redis.",
+        description=f"Latest values of {view.relation} per {', '.join(view.entity)}, in Redis"
+        f"{f' (keys expire after {view.ttl})' if view.ttl else ''}.",
     )
     def _publish(
-        context: AssetExecutionContext, postgres: PostgresResource, redis: RedisResource
+        context: AssetExecutionContext,
+        config: OnlineConfig,
+        postgres: PostgresResource,
+        redis: RedisResource,
     ) -> MaterializeResult:
         say = Throttle()
 
         def progress(done: int) -> None:
             say(f"online {view.versioned_name}: {done:,} entities")
 
+        now = clock.now()
         with postgres.connect() as conn:
             if store.is_retired(conn, view):
                 log.info(f"online {view.versioned_name}: retired, not published")
                 return MaterializeResult(metadata={"retired": True})
             store.verify_table(conn, view)
             result = materialize_view(
-                conn, redis.client(), redis.namespace, view, progress=progress
+                conn,
+                redis.client(),
+                redis.namespace,
+                view,
+                now=now,
+                full_refresh=config.full_refresh,
+                run_id=context.run.run_id,
+                progress=progress,
             )
-            store.record_materialization(conn, view, "online", result.entities, context.run_id)
+            store.record_materialization(conn, view, "online", result.entities, context.run.run_id)
         log.info(
-            f"online {view.versioned_name}: {result.entities:,} entities, {result.written:,} written"
+            f"online {view.versioned_name} ({result.mode}: {result.reason}): "
+            f"{result.entities:,} entities sent, {result.written:,} keys written"
         )
         return MaterializeResult(
-            metadata={"entities": result.entities, "keys_written": result.written}
+            metadata={
+                "mode": result.mode,
+                "why": result.reason,
+                "entities_sent": result.entities,
+                "keys_written": result.written,
+                "clock": now.isoformat(),
+            }
         )
 
     return _publish

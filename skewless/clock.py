@@ -1,22 +1,79 @@
-"""The project's clock: wall time, or a fixed instant when replaying 2013 data.
+"""The project's clock: wall time, or the replay clock when 2013 data is replayed as if live.
 
-Freshness and online staleness are judged against this clock, so a replay of old data behaves
-as it did live. `SKEWLESS_NOW` (ISO 8601 with offset) pins it.
+Freshness, online staleness and Redis key expiry are judged against this clock, so a replay of old
+data behaves as it did live. In order of precedence:
+
+1. `SKEWLESS_NOW` (ISO 8601 with offset) pins it, for a process;
+2. the replay clock saved in the state folder (`<state>/replay-clock`), which the demo and the
+   replay command advance as they load days, so the UI, schedules and sensors share it;
+3. otherwise wall time.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from skewless.config import settings
+
+NEW_YORK = ZoneInfo("America/New_York")
+"""The replayed data's local time: a replayed day ends at midnight in New York."""
+
+
+def _replay_file() -> Path:
+    return settings().state_dir / "replay-clock"
+
+
+def _parse(text: str, where: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as err:
+        raise ValueError(f"{where}={text!r} is not an ISO 8601 time: {err}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{where}={text!r} needs a UTC offset, e.g. 2013-12-31T00:00+00:00")
+    return moment
 
 
 def now() -> datetime:
     pinned = os.environ.get("SKEWLESS_NOW")
     if pinned:
-        moment = datetime.fromisoformat(pinned)
-        if moment.tzinfo is None:
-            raise ValueError(
-                f"SKEWLESS_NOW={pinned!r} needs a UTC offset, e.g. 2013-12-31T00:00+00:00"
-            )
-        return moment
-    return datetime.now(UTC)
+        return _parse(pinned, "SKEWLESS_NOW")
+    replay = replay_clock()
+    return replay if replay is not None else datetime.now(UTC)
+
+
+def replay_clock() -> datetime | None:
+    path = _replay_file()
+    if not path.exists():
+        return None
+    return _parse(path.read_text(), str(path))
+
+
+def advance_replay_clock(moment: datetime) -> datetime:
+    """Move the replay clock forward to `moment` (never back: a backfill does not rewind time)."""
+    current = replay_clock()
+    if current is not None and current >= moment:
+        return current
+    path = _replay_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(moment.isoformat())
+    tmp.replace(path)
+    return moment
+
+
+def clear_replay_clock() -> None:
+    _replay_file().unlink(missing_ok=True)
+
+
+def wall_ms_at(moment: datetime, *, clock_now: datetime | None = None) -> int:
+    """Wall time (Unix ms) at which project time `moment` arrives: how Redis expiry is set.
+
+    The project clock may be a replay clock years behind wall time; a key that must expire when
+    its value is `ttl` old in project time expires after the same duration in wall time.
+    """
+    project_now = clock_now or now()
+    wall_now = datetime.now(UTC)
+    return int((wall_now + (moment - project_now)).timestamp() * 1000)

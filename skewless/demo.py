@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from importlib import resources
-from zoneinfo import ZoneInfo
 
 import psycopg
 import redis
 
+from skewless import clock as project_clock
 from skewless.config import settings
 from skewless.online.keys import view_pattern
 from skewless.online.reader import get_online_features
 from skewless.progress import log
 from skewless.registry import load_registry
 from skewless.services import services
-
-NEW_YORK = ZoneInfo("America/New_York")
 
 
 def training_set_sql() -> str:
@@ -52,7 +50,7 @@ def summarize(last: date) -> None:
     registry = load_registry()
     client = redis.Redis.from_url(svc.redis_url)
     namespace = settings().namespace
-    clock = datetime.combine(last + timedelta(days=1), time(), NEW_YORK)
+    clock = project_clock.now()
     print(f"\nFeature views (offline rows / online keys), clock {clock.isoformat()}:")
     with psycopg.connect(svc.postgres_url) as conn:
         for view in registry.views.values():

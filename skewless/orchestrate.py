@@ -10,10 +10,13 @@ import shutil
 import sys
 import warnings
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
+from skewless import clock
+from skewless.clock import NEW_YORK
 from skewless.config import settings
+from skewless.progress import log
 from skewless.services import services
 
 
@@ -68,6 +71,8 @@ def materialize_days(first: date, last: date) -> list:
     after the first that fails.
     """
     prepare_dagster_home()
+    replay_end = datetime.combine(last + timedelta(days=1), time(), NEW_YORK)
+    log.info(f"replay clock: {clock.advance_replay_clock(replay_end).isoformat()}")
     from dagster import DagsterInstance
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,

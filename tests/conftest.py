@@ -26,7 +26,7 @@ _EXTERNAL_PG = os.environ.get("SKEWLESS_POSTGRES_URL")
 os.environ.setdefault("SKEWLESS_STATE_DIR", str(ROOT / ".state" / "test"))
 os.environ["SKEWLESS_NAMESPACE"] = f"skt{_RUN}"
 os.environ["SKEWLESS_DATABASE"] = "skewless_test"
-os.environ.setdefault("SKEWLESS_NOW", "2013-12-31T00:00:00+00:00")
+os.environ.setdefault("SKEWLESS_NOW", "2013-01-13T00:00:00-05:00")  # the end of LAST, replayed
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
 

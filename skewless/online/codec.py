@@ -7,7 +7,7 @@ import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-_OFFSET_US = 1 << 62  # keeps pre-1970 instants positive, so fixed-width hex sorts as time does
+OFFSET_US = 1 << 62  # keeps pre-1970 instants positive, so fixed-width hex sorts as time does
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HEADER = 32
 
@@ -35,20 +35,28 @@ def _plain(value: object) -> object:
 
 
 def header(feature_ts: datetime, created_at: datetime) -> str:
-    return f"{_micros(feature_ts) + _OFFSET_US:016x}{_micros(created_at) + _OFFSET_US:016x}"
+    return f"{_micros(feature_ts) + OFFSET_US:016x}{_micros(created_at) + OFFSET_US:016x}"
 
 
 def encode(feature_ts: datetime, created_at: datetime, values: tuple | list) -> str:
-    body = json.dumps([_plain(v) for v in values], separators=(",", ":"), allow_nan=False)
+    # infinities are written as JSON's common extension `Infinity`, which json.loads reads back
+    body = json.dumps([_plain(v) for v in values], separators=(",", ":"))
     return header(feature_ts, created_at) + body
 
 
 def decode_times(raw: bytes | str) -> tuple[datetime, datetime]:
     text = raw.decode() if isinstance(raw, bytes) else raw
-    ts = int(text[:16], 16) - _OFFSET_US
-    created = int(text[16:HEADER], 16) - _OFFSET_US
+    ts = int(text[:16], 16) - OFFSET_US
+    created = int(text[16:HEADER], 16) - OFFSET_US
     return _EPOCH + timedelta(microseconds=ts), _EPOCH + timedelta(microseconds=created)
 
 
 def decode_values(raw: bytes | str) -> list:
     return json.loads(raw[HEADER:])
+
+
+def expiry_ms(feature_ts: datetime, ttl: timedelta | None, wall_shift_ms: int) -> int:
+    """Unix ms at which a value's key expires (0: never); `wall_shift_ms` maps project time."""
+    if ttl is None:
+        return 0
+    return (_micros(feature_ts + ttl) // 1000) + wall_shift_ms

@@ -1,88 +1,128 @@
-"""Write the latest offline rows of a view version into Redis, newest value wins.
+"""Write feature values into Redis, newest value wins, keys expiring with the view's TTL.
 
 Newest-wins is enforced inside Redis by a Lua script (EVALSHA), so backfills, reruns and pushes
-can arrive in any order and from several writers at once.
+can arrive in any order and from several writers at once. Bulk materialization lets PostgreSQL
+encode keys and values (`encode_sql`), so Python only forwards bytes; pushes encode in Python
+(`codec`). Both produce the same values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 import psycopg
 import redis
-from psycopg import sql
+from psycopg.pq import TransactionStatus
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
-from skewless.online import codec
+from skewless import clock
+from skewless.online import codec, watermark
+from skewless.online.encode_sql import encoded_latest_sql
 from skewless.online.keys import entity_key
 from skewless.registry import FeatureView
 
 SCRIPT = resources.files("skewless.online").joinpath("newest_wins.lua").read_text()
-BATCH = 500
+BATCH = 1000
 """Entities per script call: big enough to amortize round trips, small enough not to block Redis."""
+FETCH = 20_000
 
 
 @dataclass(frozen=True)
 class WriteResult:
     entities: int
+    """Entities whose latest value was sent (unexpired)."""
     written: int
+    """Keys actually changed: the others already held this version or a newer one."""
+    mode: str = "push"
+    """push, incremental, full, or as_of."""
+    reason: str = ""
 
 
-def latest_rows_sql(view: FeatureView, as_of: datetime | None) -> tuple[sql.Composed, tuple]:
-    """The latest row per entity (greatest feature_ts, then created_at), optionally as of a time."""
-    keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
-    ts, created = sql.Identifier(view.ts_column), sql.Identifier(view.created_column)
-    cols = sql.SQL(", ").join(
-        [
-            *(sql.Identifier(k) for k in view.entity),
-            ts,
-            created,
-            *(sql.Identifier(f) for f in view.feature_names),
-        ]
-    )
-    where = sql.SQL("where {} <= %s").format(ts) if as_of else sql.SQL("")
-    query = sql.SQL(
-        "select distinct on ({keys}) {cols} from {table} {where} "
-        "order by {keys}, {ts} desc, {created} desc"
-    ).format(
-        keys=keys,
-        cols=cols,
-        table=sql.Identifier(view.schema, view.table),
-        where=where,
-        ts=ts,
-        created=created,
-    )
-    return query, ((as_of,) if as_of else ())
+def wall_shift_ms(project_now: datetime) -> int:
+    """Milliseconds to add to a project time to get the wall time Redis expires keys by."""
+    return (datetime.now(UTC) - project_now) // timedelta(milliseconds=1)
+
+
+class _Sender:
+    """Batches (key, value, expire) triples into script calls; groups by slot on a cluster."""
+
+    def __init__(self, client: redis.Redis, rewrite_equal: bool):
+        self.script = client.register_script(SCRIPT)
+        self.flag = "1" if rewrite_equal else "0"
+        self.cluster = isinstance(client, RedisCluster)
+        self.keys: list = []
+        self.args: list = [self.flag]
+        self.written = 0
+
+    def add(self, key, value, expire: int) -> None:
+        self.keys.append(key)
+        self.args.append(value)
+        self.args.append(expire)
+        if len(self.keys) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.keys:
+            return
+        if self.cluster:
+            self._flush_by_slot()
+        else:
+            self.written += int(self.script(keys=self.keys, args=self.args))
+        self.keys = []
+        self.args = [self.flag]
+
+    def _flush_by_slot(self) -> None:
+        groups: dict[int, tuple[list, list]] = {}
+        for i, key in enumerate(self.keys):
+            keys, args = groups.setdefault(key_slot(_bytes(key)), ([], [self.flag]))
+            keys.append(key)
+            args.extend(self.args[1 + 2 * i : 3 + 2 * i])
+        for keys, args in groups.values():
+            self.written += int(self.script(keys=keys, args=args))
+
+
+def _bytes(key) -> bytes:
+    return key if isinstance(key, bytes) else str(key).encode()
 
 
 def write_rows(
-    client: redis.Redis, namespace: str, view: FeatureView, rows: Iterable[tuple]
+    client: redis.Redis,
+    namespace: str,
+    view: FeatureView,
+    rows: Iterable[Sequence],
+    *,
+    now: datetime | None = None,
 ) -> WriteResult:
-    """Rows are (keys..., feature_ts, created_at, features...) in the view's column order."""
-    script = client.register_script(SCRIPT)
+    """Push rows (keys..., feature_ts, created_at, features...) in the view's column order.
+
+    A row whose value is already older than the TTL at `now` (the project clock) is not written.
+    """
+    project_now = now or clock.now()
+    shift = wall_shift_ms(project_now)
+    oldest = project_now - view.ttl if view.ttl is not None else None
     n_keys = len(view.entity)
-    entities = written = 0
-    batch_keys: list[str] = []
-    batch_values: list[str] = []
-
-    def flush() -> int:
-        if not batch_keys:
-            return 0
-        count = script(keys=batch_keys, args=batch_values)
-        batch_keys.clear()
-        batch_values.clear()
-        return int(count)
-
+    sender = _Sender(client, rewrite_equal=False)
+    entities = 0
+    newest: datetime | None = None
     for row in rows:
-        batch_keys.append(entity_key(namespace, view.versioned_name, row[:n_keys]))
-        batch_values.append(codec.encode(row[n_keys], row[n_keys + 1], row[n_keys + 2 :]))
+        feature_ts = row[n_keys]
+        if oldest is not None and feature_ts < oldest:
+            continue
+        sender.add(
+            entity_key(namespace, view.versioned_name, row[:n_keys]),
+            codec.encode(feature_ts, row[n_keys + 1], row[n_keys + 2 :]),
+            codec.expiry_ms(feature_ts, view.ttl, shift),
+        )
         entities += 1
-        if len(batch_keys) >= BATCH:
-            written += flush()
-    written += flush()
-    return WriteResult(entities, written)
+        newest = feature_ts if newest is None or feature_ts > newest else newest
+    sender.flush()
+    if newest is not None:
+        watermark.advance_newest(client, namespace, view.versioned_name, newest)
+    return WriteResult(entities, sender.written)
 
 
 def materialize_view(
@@ -92,18 +132,102 @@ def materialize_view(
     view: FeatureView,
     *,
     as_of: datetime | None = None,
+    now: datetime | None = None,
+    full_refresh: bool = False,
+    run_id: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> WriteResult:
-    """Publish the latest offline row of every entity of `view` (as of `as_of`, if given)."""
-    query, params = latest_rows_sql(view, as_of)
-    entities = written = 0
-    with conn.cursor(name=f"materialize_{view.versioned_name}") as cur:
-        cur.itersize = 10_000
-        cur.execute(query, params)
-        while rows := cur.fetchmany(10_000):
-            result = write_rows(client, namespace, view, rows)
-            entities += result.entities
-            written += result.written
-            if progress:
-                progress(entities)
-    return WriteResult(entities, written)
+    """Publish the latest offline row of each entity of `view` to Redis.
+
+    Incremental by default: only entities with a row created after the watermark of the last
+    successful run are read and written. A full refresh (on request, on the first run, or when
+    Redis lost the marker of the last run) rewrites every entity, equal versions included, so it
+    also repairs damaged values; it never replaces a newer value. `as_of` publishes the state at
+    a past time (for replays and skew tests); it reads everything and leaves the watermark alone.
+
+    The read is one repeatable-read snapshot; any open transaction on `conn` is committed first.
+    """
+    project_now = now or clock.now()
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        conn.commit()
+    watermark.ensure_table(conn)
+    previous = watermark.read(conn, view.name, view.version, namespace)
+    mode, reason, since = _mode(client, namespace, view, previous, as_of, full_refresh)
+    query, params = encoded_latest_sql(
+        view,
+        namespace,
+        as_of=as_of,
+        since=since,
+        project_now=project_now,
+        wall_shift_ms=wall_shift_ms(project_now),
+    )
+    sender = _Sender(client, rewrite_equal=mode == "full")
+    entities = 0
+    conn.commit()  # the snapshot below must start its own transaction
+    with conn.transaction():
+        conn.execute("set transaction isolation level repeatable read, read only")
+        conn.execute("set local timezone = 'UTC'")
+        conn.execute("set local extra_float_digits = 1")
+        bounds = _bounds(conn, view, as_of)
+        with conn.cursor(name=f"online_{view.versioned_name}") as cur:
+            cur.itersize = FETCH
+            cur.execute(query, params)
+            while rows := cur.fetchmany(FETCH):
+                for key, value, expire, _, _ in rows:
+                    sender.add(key, value, expire)
+                sender.flush()
+                entities += len(rows)
+                if progress:
+                    progress(entities)
+    sender.flush()
+    top_created, newest = bounds
+    if as_of is None and top_created is not None:
+        mark = watermark.Watermark(top_created, newest, entities, run_id)
+        watermark.write_marker(client, namespace, view.versioned_name, mark)
+        watermark.save(conn, view.name, view.version, namespace, mark)
+    elif newest is not None:
+        watermark.advance_newest(client, namespace, view.versioned_name, newest)
+    return WriteResult(entities, sender.written, mode, reason)
+
+
+def _mode(
+    client: redis.Redis,
+    namespace: str,
+    view: FeatureView,
+    previous: watermark.Watermark | None,
+    as_of: datetime | None,
+    full_refresh: bool,
+) -> tuple[str, str, datetime | None]:
+    if as_of is not None:
+        return "as_of", f"the state as of {as_of.isoformat()}", None
+    if full_refresh:
+        return "full", "full refresh requested", None
+    if previous is None:
+        return "full", "first run for this namespace", None
+    in_redis = watermark.redis_watermark(client, namespace, view.versioned_name)
+    if in_redis is None:
+        return "full", "Redis has no marker of the last run (flushed or lost)", None
+    if datetime.fromisoformat(in_redis) != previous.watermark:
+        return "full", f"Redis marker watermark {in_redis} differs from PostgreSQL's", None
+    return "incremental", f"rows created after {previous.watermark.isoformat()}", previous.watermark
+
+
+def _bounds(
+    conn: psycopg.Connection, view: FeatureView, as_of: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    """The table's greatest created_at (the next watermark) and newest feature_ts."""
+    from psycopg import sql
+
+    where = (
+        sql.SQL("where {} <= %s").format(sql.Identifier(view.ts_column)) if as_of else sql.SQL("")
+    )
+    row = conn.execute(
+        sql.SQL("select max({}), max({}) from {} {}").format(
+            sql.Identifier(view.created_column),
+            sql.Identifier(view.ts_column),
+            sql.Identifier(view.schema, view.table),
+            where,
+        ),
+        (as_of,) if as_of else (),
+    ).fetchone()
+    return row[0], row[1]

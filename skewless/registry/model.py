@@ -15,6 +15,27 @@ class Feature:
     description: str
     default: object = None
     """Served instead of a stale value when the view's stale policy is `default`."""
+    range: tuple[float | None, float | None] | None = None
+    """Declared valid values `[min, max]` (either end None: open); a data-quality expectation."""
+    max_null_rate: float | None = None
+    """Largest share of NULLs the feature may hold; a data-quality expectation."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A hand-written Great Expectations expectation a view declares in its YAML.
+
+    `kwargs` is kept as sorted JSON so views stay hashable and comparable.
+    """
+
+    type: str
+    kwargs_json: str
+    declared_on: str = ""
+    """The column whose YAML declares it, or "" for the view's own meta."""
+
+    @property
+    def kwargs(self) -> dict:
+        return json.loads(self.kwargs_json)
 
 
 @dataclass(frozen=True)
@@ -45,6 +66,8 @@ class FeatureView:
     entity_types: tuple[str, ...] = field(default_factory=tuple)
     upstream: tuple[str, ...] = field(default_factory=tuple)
     """Relations this view is computed from, nearest first (dbt lineage, down to sources)."""
+    expectations: tuple[Expectation, ...] = field(default_factory=tuple)
+    """Hand-written data-quality expectations from `meta.skewless.expectations` (view and columns)."""
 
     @property
     def versioned_name(self) -> str:
@@ -75,7 +98,7 @@ class FeatureView:
             {
                 "entity": list(self.entity),
                 "times": [self.ts_column, self.created_column],
-                "features": [[f.name, _normal_type(f.dtype)] for f in self.features],
+                "features": [[f.name, normal_type(f.dtype)] for f in self.features],
             },
             sort_keys=True,
         )
@@ -95,13 +118,13 @@ _TYPE_ALIASES = {
 }
 
 
-def _normal_type(dtype: str) -> str:
+def normal_type(dtype: str) -> str:
     lowered = " ".join(dtype.lower().split())
     return _TYPE_ALIASES.get(lowered, lowered)
 
 
 def same_type(a: str, b: str) -> bool:
-    return _normal_type(a) == _normal_type(b)
+    return normal_type(a) == normal_type(b)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,153 @@
+"""The online encoding computed inside PostgreSQL, so bulk materialization moves ready bytes.
+
+PostgreSQL builds each entity's Redis key, the 32-character version header, the JSON array of
+values and the expiry time in the query that selects the latest rows; Python only forwards them
+to Redis. `codec.encode` (the push path) and this SQL must agree value for value: a property test
+decodes both and compares them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from psycopg import sql
+
+from skewless.errors import DefinitionError
+from skewless.online.codec import OFFSET_US
+from skewless.registry import FeatureView
+from skewless.registry.model import normal_type
+
+_FLOATS = {"double precision", "real", "numeric", "decimal"}
+_INTEGERS = {"bigint", "integer", "smallint"}
+_KEY_TYPES = _INTEGERS | {"text", "character", "char", "bpchar"}
+
+
+def _key_part(column: str) -> sql.Composable:
+    escaped = sql.SQL("coalesce({}::text, '')").format(sql.Identifier(column))
+    # written out, not as literals: '%%' is a % once parameters are bound, '{{' a { once formatted
+    for char, code in (("%%", "%%25"), ("|", "%%7C"), ("{{", "%%7B"), ("}}", "%%7D")):
+        escaped = sql.SQL("replace({}, '" + char + "', '" + code + "')").format(escaped)
+    return escaped
+
+
+def _micros_hex(column: sql.Composable) -> sql.Composable:
+    return sql.SQL("lpad(to_hex((extract(epoch from {}) * 1000000)::bigint + {}), 16, '0')").format(
+        column, sql.Literal(OFFSET_US)
+    )
+
+
+def _iso(column: sql.Composable, with_zone: bool) -> sql.Composable:
+    """Python's `isoformat()`: microseconds only when non-zero, UTC offset as +00:00."""
+    zone = sql.SQL(" || '+00:00'") if with_zone else sql.SQL("")
+    return sql.SQL(
+        "'\"' || to_char({c}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+        " || case when mod(extract(microseconds from {c})::bigint, 1000000) = 0 then ''"
+        " else to_char({c}, '.US') end{zone} || '\"'"
+    ).format(c=column, zone=zone)
+
+
+def _json_value(column: str, dtype: str) -> sql.Composable:
+    """One value as JSON text, typed as `codec.encode` types it (NaN is NULL, as in pandas)."""
+    col = sql.Identifier(column)
+    kind = normal_type(dtype).split("(")[0].strip()
+    if kind in _FLOATS:
+        as_float = sql.SQL("{}::float8").format(col)
+        return sql.SQL(
+            "case when {f} is null or {f} = 'NaN' then 'null' "
+            "when {f} = 'Infinity' then 'Infinity' when {f} = '-Infinity' then '-Infinity' "
+            # a float keeps a point or exponent, so JSON reads it back as a float: 1 -> 1.0
+            "when {f}::text ~ '[.e]' then {f}::text else {f}::text || '.0' end"
+        ).format(f=as_float)
+    if kind in _INTEGERS:
+        return sql.SQL("coalesce({}::text, 'null')").format(col)
+    if kind == "boolean":
+        return sql.SQL(
+            "case when {c} then 'true' when not {c} then 'false' else 'null' end"
+        ).format(c=col)
+    if kind == "timestamptz":
+        return sql.SQL("coalesce({}, 'null')").format(_iso(col, with_zone=True))
+    if kind.startswith("timestamp"):
+        return sql.SQL("coalesce({}, 'null')").format(_iso(col, with_zone=False))
+    return sql.SQL("coalesce(to_json({})::text, 'null')").format(col)
+
+
+def check_key_types(view: FeatureView) -> None:
+    for key, dtype in zip(view.entity, view.entity_types or (), strict=False):
+        if dtype and normal_type(dtype) not in _KEY_TYPES:
+            raise DefinitionError(
+                f"{view.versioned_name}: entity key {key} has type {dtype}; online keys need "
+                f"text or integer entity columns"
+            )
+
+
+def encoded_latest_sql(
+    view: FeatureView,
+    namespace: str,
+    *,
+    as_of: datetime | None,
+    since: datetime | None,
+    project_now: datetime,
+    wall_shift_ms: int,
+) -> tuple[sql.Composed, dict]:
+    """Rows (key, value, expire_ms, feature_ts, created_at) for the latest row of each entity.
+
+    `since`: only entities with a row created after it (an incremental run). Entities whose latest
+    value is already older than the TTL at `project_now` are left out: their key would be born
+    expired. `expire_ms` is 0 for a view without TTL; `wall_shift_ms` maps project time to the
+    wall clock Redis expires keys by.
+    """
+    check_key_types(view)
+    keys = [sql.Identifier(k) for k in view.entity]
+    key_list = sql.SQL(", ").join(keys)
+    ts, created = sql.Identifier(view.ts_column), sql.Identifier(view.created_column)
+    table = sql.Identifier(view.schema, view.table)
+    conditions: list[sql.Composable] = []
+    if as_of is not None:
+        conditions.append(sql.SQL("{} <= %(as_of)s").format(ts))
+    if since is not None:
+        conditions.append(
+            sql.SQL("({keys}) in (select {keys} from {table} where {created} > %(since)s)").format(
+                keys=key_list, table=table, created=created
+            )
+        )
+    where = sql.SQL("where ") + sql.SQL(" and ").join(conditions) if conditions else sql.SQL("")
+    tag = sql.SQL(" || '|' || ").join(_key_part(k) for k in view.entity)
+    values = sql.SQL(" || ',' || ").join(_json_value(f.name, f.dtype) for f in view.features)
+    if view.ttl is None:
+        expire, alive = sql.SQL("0::bigint"), sql.SQL("")
+    else:
+        expire = sql.SQL(
+            "floor(extract(epoch from {ts} + %(ttl)s) * 1000)::bigint + %(shift)s"
+        ).format(ts=ts)
+        alive = sql.SQL("where {ts} >= %(now)s - %(ttl)s").format(ts=ts)
+    query = sql.SQL(
+        "with latest as ("
+        " select distinct on ({keys}) * from {table} {where}"
+        " order by {keys}, {ts} desc, {created} desc)"
+        " select %(prefix)s || {tag} || %(suffix)s,"
+        " {ts_hex} || {created_hex} || '[' || {values} || ']',"
+        " {expire}, {ts}, {created}"
+        " from latest {alive}"
+    ).format(
+        keys=key_list,
+        table=table,
+        where=where,
+        ts=ts,
+        created=created,
+        tag=tag,
+        ts_hex=_micros_hex(ts),
+        created_hex=_micros_hex(created),
+        values=values,
+        expire=expire,
+        alive=alive,
+    )
+    params = {
+        "as_of": as_of,
+        "since": since,
+        "prefix": f"{namespace}:{{",
+        "suffix": f"}}:{view.versioned_name}",
+        "ttl": view.ttl,
+        "now": project_now,
+        "shift": wall_shift_ms,
+    }
+    return query, params

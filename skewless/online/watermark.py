@@ -1,0 +1,134 @@
+"""Where an online view stands: the watermark in PostgreSQL and the view marker in Redis.
+
+The watermark (greatest `created_at` published, per view version and Redis namespace) lives in
+PostgreSQL, next to the data, so an incremental run writes only entities with newer rows. The
+same watermark is copied into a marker key in Redis after each successful run. If the two differ
+(Redis was flushed, restored from an old snapshot, or a run died between the two writes), the next
+run is a full refresh: an incremental run against a Redis that lost data would never repair it.
+
+The marker also starts with the view's newest `feature_ts` (16 hex characters, the codec's time
+format), which readers fetch in the same round trip as the values to judge the freshness SLA.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+import redis
+
+from skewless.online import codec
+
+_DDL = """
+create schema if not exists features;
+create table if not exists features.online_watermarks (
+    view text not null,
+    version integer not null,
+    namespace text not null,
+    watermark timestamptz not null,
+    newest_feature_ts timestamptz,
+    entities bigint not null,
+    run_id text,
+    updated_at timestamptz not null default now(),
+    primary key (view, version, namespace)
+)
+"""
+
+ADVANCE_NEWEST = """
+-- KEYS[1]: view marker; ARGV[1]: a newest feature_ts (16 hex); ARGV[2]: the marker's JSON body,
+-- or '' to keep the current one. The marker keeps the greater newest feature_ts, so a batch run
+-- cannot move it behind a newer push.
+local current = redis.call('GET', KEYS[1])
+local head, body = ARGV[1], ARGV[2]
+if current then
+  if string.sub(current, 1, 16) > head then head = string.sub(current, 1, 16) end
+  if body == '' then body = string.sub(current, 17) end
+end
+if body == '' then body = '{}' end
+redis.call('SET', KEYS[1], head .. body)
+return 1
+"""
+
+
+def marker_key(namespace: str, versioned_view: str) -> str:
+    """No hash tag: one small key per view version, outside the entity key pattern."""
+    return f"{namespace}:view:{versioned_view}"
+
+
+def ts_hex(moment: datetime) -> str:
+    return codec.header(moment, moment)[:16]
+
+
+@dataclass(frozen=True)
+class Watermark:
+    watermark: datetime
+    newest_feature_ts: datetime | None
+    entities: int
+    run_id: str | None
+
+
+def ensure_table(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('skewless.online_watermarks'))")
+        conn.execute(_DDL)
+
+
+def read(conn: psycopg.Connection, view: str, version: int, namespace: str) -> Watermark | None:
+    row = conn.execute(
+        "select watermark, newest_feature_ts, entities, run_id from features.online_watermarks"
+        " where view = %s and version = %s and namespace = %s",
+        (view, version, namespace),
+    ).fetchone()
+    return Watermark(*row) if row else None
+
+
+def save(
+    conn: psycopg.Connection,
+    view: str,
+    version: int,
+    namespace: str,
+    mark: Watermark,
+) -> None:
+    with conn.transaction():
+        conn.execute(
+            """
+            insert into features.online_watermarks
+                (view, version, namespace, watermark, newest_feature_ts, entities, run_id)
+            values (%s, %s, %s, %s, %s, %s, %s)
+            on conflict (view, version, namespace) do update set
+                watermark = excluded.watermark, newest_feature_ts = excluded.newest_feature_ts,
+                entities = excluded.entities, run_id = excluded.run_id, updated_at = now()
+            """,
+            (
+                view,
+                version,
+                namespace,
+                mark.watermark,
+                mark.newest_feature_ts,
+                mark.entities,
+                mark.run_id,
+            ),
+        )
+
+
+def redis_watermark(client: redis.Redis, namespace: str, versioned_view: str) -> str | None:
+    """The watermark the marker records (ISO text), or None when Redis has no marker."""
+    raw = client.get(marker_key(namespace, versioned_view))
+    if raw is None:
+        return None
+    return json.loads(raw[16:] or b"{}").get("watermark")
+
+
+def write_marker(client: redis.Redis, namespace: str, versioned_view: str, mark: Watermark) -> None:
+    newest = mark.newest_feature_ts
+    head = ts_hex(newest) if newest is not None else "0" * 16
+    body = json.dumps({"watermark": mark.watermark.isoformat(), "run_id": mark.run_id})
+    client.eval(ADVANCE_NEWEST, 1, marker_key(namespace, versioned_view), head, body)
+
+
+def advance_newest(
+    client: redis.Redis, namespace: str, versioned_view: str, newest: datetime
+) -> None:
+    client.eval(ADVANCE_NEWEST, 1, marker_key(namespace, versioned_view), ts_hex(newest), "")
