@@ -151,6 +151,20 @@ def _features_retire(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from skewless.serving.server import serve
+
+    if args.workers < 1:
+        raise SkewlessError(f"--workers {args.workers}: at least 1")
+    return serve(
+        args.host,
+        args.port,
+        args.workers,
+        max_body_bytes=args.max_body_bytes,
+        max_entities=args.max_entities,
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skewless", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -186,6 +200,19 @@ def parser() -> argparse.ArgumentParser:
     retire.add_argument("view")
     retire.add_argument("--version", type=int, required=True)
     retire.set_defaults(fn=_features_retire)
+    serve = sub.add_parser(
+        "serve", help="serve online features over HTTP (JSON; OpenAPI at /openapi.json)"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8666)
+    serve.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)"
+    )
+    serve.add_argument(
+        "--max-entities", type=int, default=10_000, help="most entity rows per request"
+    )
+    serve.set_defaults(fn=_serve)
     return p
 
 

@@ -1,0 +1,163 @@
+"""Prometheus metrics of the HTTP server, kept in a flat float64 array and exposed by hand.
+
+Why by hand: an update must cost a few list-like index operations (the whole request budget is
+well under a millisecond), and the series are a fixed, small set known in advance (endpoints,
+statuses, histogram buckets), so each one is a fixed slot in one array.
+
+Several worker processes (`skewless serve --workers N`) each own one file of that array in a
+shared folder (an `mmap`, so an update is still a memory write, never a system call); `/metrics`,
+whichever worker answers it, sums every file of the folder. A worker that died keeps its file, so
+totals stay monotonic as Prometheus counters must. Without a folder the array lives in memory
+(one process: tests, embedding the app).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from array import array
+from bisect import bisect_left
+from pathlib import Path
+
+ENDPOINTS = (
+    "/get-online-features",
+    "/features",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/openapi.json",
+    "other",
+)
+"""Every path outside this list counts as `other`, so a scan of random URLs cannot grow series."""
+STATUSES = (200, 400, 404, 405, 409, 413, 422, 500, 503)
+BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+"""Upper bounds in seconds: fine below a millisecond, where a feature read should land."""
+REDIS_ERRORS = ("connection", "timeout", "other")
+VALUE_STATUSES = ("present", "missing", "stale", "other")
+"""Statuses of served values, as OnlineResult reports them (`other`: any status added later)."""
+
+_E, _S, _B = len(ENDPOINTS), len(STATUSES), len(BUCKETS) + 1  # + the +Inf bucket
+_REQUESTS = 0
+_BUCKETS = _REQUESTS + _E * _S
+_SUMS = _BUCKETS + _E * _B
+_REDIS = _SUMS + _E
+_VALUES = _REDIS + len(REDIS_ERRORS)
+SLOTS = _VALUES + len(VALUE_STATUSES)
+
+ENDPOINT_INDEX = {name: i for i, name in enumerate(ENDPOINTS)}
+_STATUS_INDEX = {status: i for i, status in enumerate(STATUSES)}
+_VALUE_INDEX = {status: i for i, status in enumerate(VALUE_STATUSES)}
+METRICS_DIR_ENV = "SKEWLESS_SERVING_METRICS_DIR"
+
+
+class Metrics:
+    """Counters and a latency histogram; `folder` shares them between worker processes."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder
+        if folder is None:
+            self._slots = array("d", bytes(8 * SLOTS))
+            self._map = None
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"worker-{os.getpid()}.bin"
+            with open(path, "wb+") as handle:
+                handle.truncate(8 * SLOTS)
+                self._map = mmap.mmap(handle.fileno(), 8 * SLOTS)
+            self._slots = memoryview(self._map).cast("d")
+
+    def observe(self, endpoint: int, status: int, seconds: float) -> None:
+        """One served request: `endpoint` is an index into ENDPOINTS."""
+        slots = self._slots
+        slots[_REQUESTS + endpoint * _S + _STATUS_INDEX.get(status, _STATUS_INDEX[500])] += 1.0
+        slots[_BUCKETS + endpoint * _B + bisect_left(BUCKETS, seconds)] += 1.0
+        slots[_SUMS + endpoint] += seconds
+
+    def redis_error(self, exc: BaseException) -> None:
+        name = type(exc).__name__
+        kind = 0 if "Connection" in name else 1 if "Timeout" in name else 2
+        self._slots[_REDIS + kind] += 1.0
+
+    def values(self, counts: dict[str, int]) -> None:
+        """Served values by status (present, missing, stale): staleness seen by callers."""
+        slots = self._slots
+        for status, n in counts.items():
+            slots[_VALUES + _VALUE_INDEX.get(status, len(VALUE_STATUSES) - 1)] += n
+
+    def _totals(self) -> list[float]:
+        if self.folder is None:
+            return list(self._slots)
+        totals = [0.0] * SLOTS
+        for path in self.folder.glob("worker-*.bin"):
+            data = path.read_bytes()
+            if len(data) != 8 * SLOTS:
+                continue  # a file another layout wrote: never mix it in
+            for i, v in enumerate(memoryview(data).cast("d")):
+                totals[i] += v
+        return totals
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format (version 0.0.4) of every worker's totals."""
+        t = self._totals()
+        out = [
+            "# HELP skewless_http_requests_total HTTP requests served, by endpoint and status.",
+            "# TYPE skewless_http_requests_total counter",
+        ]
+        for e, endpoint in enumerate(ENDPOINTS):
+            for s, status in enumerate(STATUSES):
+                n = t[_REQUESTS + e * _S + s]
+                if n:
+                    out.append(
+                        f'skewless_http_requests_total{{endpoint="{endpoint}",status="{status}"}} {n:.0f}'
+                    )
+        out += [
+            "# HELP skewless_http_request_duration_seconds Time from request to response sent.",
+            "# TYPE skewless_http_request_duration_seconds histogram",
+        ]
+        for e, endpoint in enumerate(ENDPOINTS):
+            counts = t[_BUCKETS + e * _B : _BUCKETS + (e + 1) * _B]
+            total = sum(counts)
+            if not total:
+                continue
+            running = 0.0
+            for bound, n in zip((*(repr(b) for b in BUCKETS), "+Inf"), counts, strict=True):
+                running += n
+                out.append(
+                    f'skewless_http_request_duration_seconds_bucket{{endpoint="{endpoint}",le="{bound}"}} {running:.0f}'
+                )
+            label = f'{{endpoint="{endpoint}"}}'
+            out.append(f"skewless_http_request_duration_seconds_sum{label} {t[_SUMS + e]!r}")
+            out.append(f"skewless_http_request_duration_seconds_count{label} {total:.0f}")
+        out += [
+            "# HELP skewless_redis_errors_total Redis errors met while serving (the request got 503).",
+            "# TYPE skewless_redis_errors_total counter",
+        ]
+        for k, kind in enumerate(REDIS_ERRORS):
+            out.append(f'skewless_redis_errors_total{{kind="{kind}"}} {t[_REDIS + k]:.0f}')
+        out += [
+            "# HELP skewless_online_values_total Feature values served, by status.",
+            "# TYPE skewless_online_values_total counter",
+        ]
+        for v, status in enumerate(VALUE_STATUSES):
+            out.append(f'skewless_online_values_total{{status="{status}"}} {t[_VALUES + v]:.0f}')
+        return ("\n".join(out) + "\n").encode()
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._slots.release()
+            self._map.close()
+            self._map = None
