@@ -273,3 +273,111 @@ def test_dbt_training_set_equals_the_python_api(materialized, pg):
         a = pd.to_numeric(built[column.name], errors="coerce").astype(float)
         b = pd.to_numeric(ours[column.name], errors="coerce").astype(float)
         pd.testing.assert_series_equal(a, b, check_names=False, check_index=False)
+
+
+TYPED = FeatureView(
+    name="typed",
+    version=1,
+    schema="pit_test",
+    table="typed",
+    entity=("e",),
+    entity_types=("bigint",),
+    features=(
+        Feature("i8", "bigint", ""),
+        Feature("i4", "integer", ""),
+        Feature("i2", "smallint", ""),
+        Feature("f8", "double precision", ""),
+        Feature("f4", "real", ""),
+        Feature("num", "numeric", ""),
+        Feature("b", "boolean", ""),
+    ),
+    ttl=TTL,
+    freshness_sla=None,
+    owner="tests",
+    description="",
+    kind="external",
+    ts_column="ts",
+    created_column="created",
+)
+
+
+@pytest.fixture(scope="module")
+def typed(toy):
+    """A view with an integer key and every fixed-width feature type, NULLs in each."""
+    with psycopg.connect(toy, autocommit=True) as conn:
+        conn.execute(
+            "create table pit_test.typed (e bigint, ts timestamptz, created timestamptz,"
+            " i8 bigint, i4 integer, i2 smallint, f8 double precision, f4 real, num numeric,"
+            " b boolean)"
+        )
+        conn.execute(
+            """
+            insert into pit_test.typed
+            select i %% 7, %(t0)s + (i / 7) * interval '17 minutes',
+                   %(t0)s + (i / 7) * interval '17 minutes' + (i %% 3) * interval '1 minute',
+                   case when i %% 5 = 0 then null when i %% 11 = 0 then -9223372036854775808
+                        else i * 1000003 end,
+                   case when i %% 6 = 0 then null else -i end,
+                   case when i %% 4 = 0 then null else i %% 300 end,
+                   case when i %% 9 = 0 then null else i / 7.0 - 3 end,
+                   case when i %% 8 = 0 then null else (i * 0.1)::real end,
+                   case when i %% 10 = 0 then null else round(i / 3.0, 4) end,
+                   case when i %% 3 = 0 then null else i %% 2 = 0 end
+            from generate_series(0, 2000) i
+            """,
+            {"t0": T0},
+        )
+        conn.execute("create index on pit_test.typed (e, ts, created)")
+        conn.execute("analyze pit_test.typed")
+    yield toy
+
+
+@pytest.mark.parametrize("key_dtype", ["int64", "Int64", "int32", "Int64 with NA"])
+def test_binary_paths_equal_the_csv_paths(typed, monkeypatch, key_dtype):
+    """Binary COPY (spine up, features down) gives what the CSV paths give, dtypes included."""
+    from skewless.offline import historical
+
+    registry = Registry([TYPED])
+    n = 3000
+    steps = [(i * 7919) % 2000 for i in range(n)]
+    entity_df = pd.DataFrame(
+        {
+            "e": [(i * 31) % 9 for i in range(n)],  # 7 and 8: no feature rows
+            "event_timestamp": pd.to_datetime(
+                [
+                    T0 + s * timedelta(minutes=3) + timedelta(seconds=i % 2)
+                    for i, s in enumerate(steps)
+                ],
+                utc=True,
+            ).tz_convert("America/New_York"),
+            "note": [f"row{i}" for i in range(n)],
+        },
+        index=pd.Index([i // 2 for i in range(n)], name="dup"),  # duplicate labels survive
+    )
+    if key_dtype == "Int64 with NA":
+        entity_df["e"] = entity_df["e"].astype("Int64").mask(entity_df["note"].str.endswith("7"))
+    else:
+        entity_df["e"] = entity_df["e"].astype(key_dtype)
+    wanted = [f"typed_v1:{f.name}" for f in TYPED.features]
+    for strict, strategy in [(False, "lateral"), (True, "lateral"), (False, "sweep")]:
+        with psycopg.connect(typed) as conn:
+            fast = get_historical_features(
+                conn, registry, entity_df, wanted, strict=strict, strategy=strategy
+            )
+        with monkeypatch.context() as patched, psycopg.connect(typed) as conn:
+            patched.setattr(historical, "_binary_keys", lambda *_: None)
+            patched.setattr(historical, "_binary_columns", lambda *_: None)
+            slow = get_historical_features(
+                conn, registry, entity_df, wanted, strict=strict, strategy=strategy
+            )
+        pd.testing.assert_frame_equal(fast, slow)
+        with psycopg.connect(typed) as conn:  # twice in one open transaction
+            conn.execute("select 1")
+            for _ in range(2):
+                again = get_historical_features(
+                    conn, registry, entity_df, wanted, strict=strict, strategy=strategy
+                )
+                pd.testing.assert_frame_equal(again, fast)
+        pd.testing.assert_frame_equal(fast[entity_df.columns], entity_df)
+        assert fast["i8"].notna().sum() > 1000 and fast["i8"].isna().sum() > 100
+        assert fast["b"].dtype == "boolean" and fast["i2"].dtype == "Int64"
