@@ -12,6 +12,7 @@ data behaves as it did live. In order of precedence:
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -44,11 +45,20 @@ def now() -> datetime:
     return replay if replay is not None else datetime.now(UTC)
 
 
+_cache: tuple[float, datetime | None] = (-1.0, None)
+REREAD_SECONDS = 1.0
+"""A serving process asks the clock per request: the replay file is re-read at most this often."""
+
+
 def replay_clock() -> datetime | None:
+    global _cache
+    checked, value = _cache
+    if time.monotonic() - checked < REREAD_SECONDS:
+        return value
     path = _replay_file()
-    if not path.exists():
-        return None
-    return _parse(path.read_text(), str(path))
+    value = _parse(path.read_text(), str(path)) if path.exists() else None
+    _cache = (time.monotonic(), value)
+    return value
 
 
 def advance_replay_clock(moment: datetime) -> datetime:
@@ -56,16 +66,20 @@ def advance_replay_clock(moment: datetime) -> datetime:
     current = replay_clock()
     if current is not None and current >= moment:
         return current
+    global _cache
     path = _replay_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(moment.isoformat())
     tmp.replace(path)
+    _cache = (time.monotonic(), moment)
     return moment
 
 
 def clear_replay_clock() -> None:
+    global _cache
     _replay_file().unlink(missing_ok=True)
+    _cache = (-1.0, None)
 
 
 def wall_ms_at(moment: datetime, *, clock_now: datetime | None = None) -> int:

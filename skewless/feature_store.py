@@ -19,7 +19,9 @@ import redis
 
 from skewless.config import settings
 from skewless.offline.historical import get_historical_features
+from skewless.online.push import push
 from skewless.online.reader import OnlineResult, get_online_features
+from skewless.online.writer import WriteResult
 from skewless.registry import Registry, load_registry
 
 
@@ -99,3 +101,17 @@ class FeatureStore:
             feature_service=feature_service,
             now=now,
         )
+
+    def push(
+        self,
+        view: str,
+        rows: pd.DataFrame | Sequence[Mapping[str, object]],
+        *,
+        now: datetime | None = None,
+    ) -> WriteResult:
+        """Stream rows of `view` (`name` or `name_v<N>`) to Redis; a newer value always wins.
+
+        The offline store gets the same facts through its own pipeline (raw tables, dbt), so
+        training sets see them too.
+        """
+        return push(self.redis, self.namespace, self.registry.view(view), rows, now=now)

@@ -1,18 +1,23 @@
-"""Encode a row as an online value and back (format in the package docstring)."""
+"""Encode a row as an online value and back (format in the package docstring).
+
+The body is a MessagePack array: 9 bytes per float instead of up to 24 characters of JSON, types
+kept exactly (int, float including infinities, str, bool, nil), and fast to decode.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+
+import msgpack
 
 OFFSET_US = 1 << 62  # keeps pre-1970 instants positive, so fixed-width hex sorts as time does
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HEADER = 32
 
 
-def _micros(moment: datetime) -> int:
+def micros(moment: datetime) -> int:
     if moment.tzinfo is None:
         raise ValueError(
             f"timestamp {moment} has no time zone; feature_ts/created_at must be timestamptz"
@@ -20,7 +25,7 @@ def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def _plain(value: object) -> object:
+def plain(value: object) -> object:
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
@@ -30,33 +35,32 @@ def _plain(value: object) -> object:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if hasattr(value, "item"):  # numpy scalars
-        return _plain(value.item())
+        return plain(value.item())
     raise TypeError(f"cannot store a {type(value).__name__} online: {value!r}")
 
 
 def header(feature_ts: datetime, created_at: datetime) -> str:
-    return f"{_micros(feature_ts) + OFFSET_US:016x}{_micros(created_at) + OFFSET_US:016x}"
+    return f"{micros(feature_ts) + OFFSET_US:016x}{micros(created_at) + OFFSET_US:016x}"
 
 
-def encode(feature_ts: datetime, created_at: datetime, values: tuple | list) -> str:
-    # infinities are written as JSON's common extension `Infinity`, which json.loads reads back
-    body = json.dumps([_plain(v) for v in values], separators=(",", ":"))
-    return header(feature_ts, created_at) + body
+def encode(feature_ts: datetime, created_at: datetime, values: tuple | list) -> bytes:
+    body = msgpack.packb([plain(v) for v in values], use_bin_type=True)
+    return header(feature_ts, created_at).encode() + body
 
 
 def decode_times(raw: bytes | str) -> tuple[datetime, datetime]:
-    text = raw.decode() if isinstance(raw, bytes) else raw
+    text = raw[:HEADER].decode() if isinstance(raw, bytes) else raw
     ts = int(text[:16], 16) - OFFSET_US
     created = int(text[16:HEADER], 16) - OFFSET_US
     return _EPOCH + timedelta(microseconds=ts), _EPOCH + timedelta(microseconds=created)
 
 
-def decode_values(raw: bytes | str) -> list:
-    return json.loads(raw[HEADER:])
+def decode_values(raw: bytes) -> list:
+    return msgpack.unpackb(raw[HEADER:])
 
 
 def expiry_ms(feature_ts: datetime, ttl: timedelta | None, wall_shift_ms: int) -> int:
     """Unix ms at which a value's key expires (0: never); `wall_shift_ms` maps project time."""
     if ttl is None:
         return 0
-    return (_micros(feature_ts + ttl) // 1000) + wall_shift_ms
+    return (micros(feature_ts + ttl) // 1000) + wall_shift_ms

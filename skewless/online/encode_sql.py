@@ -1,7 +1,7 @@
 """The online encoding computed inside PostgreSQL, so bulk materialization moves ready bytes.
 
-PostgreSQL builds each entity's Redis key, the 32-character version header, the JSON array of
-values and the expiry time in the query that selects the latest rows; Python only forwards them
+PostgreSQL builds each entity's Redis key, the 32-character version header, the MessagePack array
+of values and the expiry time in the query that selects the latest rows; Python only forwards them
 to Redis. `codec.encode` (the push path) and this SQL must agree value for value: a property test
 decodes both and compares them.
 """
@@ -40,35 +40,56 @@ def _iso(column: sql.Composable, with_zone: bool) -> sql.Composable:
     """Python's `isoformat()`: microseconds only when non-zero, UTC offset as +00:00."""
     zone = sql.SQL(" || '+00:00'") if with_zone else sql.SQL("")
     return sql.SQL(
-        "'\"' || to_char({c}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+        "to_char({c}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
         " || case when mod(extract(microseconds from {c})::bigint, 1000000) = 0 then ''"
-        " else to_char({c}, '.US') end{zone} || '\"'"
+        " else to_char({c}, '.US') end{zone}"
     ).format(c=column, zone=zone)
 
 
-def _json_value(column: str, dtype: str) -> sql.Composable:
-    """One value as JSON text, typed as `codec.encode` types it (NaN is NULL, as in pandas)."""
+def _packed_str(text: sql.Composable) -> sql.Composable:
+    """A MessagePack str: a length-prefixed UTF-8 string (fixstr, str8, str16 or str32)."""
+    return sql.SQL(
+        "(select case when n < 32 then set_byte('\\x00'::bytea, 0, 160 + n)"
+        " when n < 256 then '\\xd9'::bytea || set_byte('\\x00'::bytea, 0, n)"
+        " when n < 65536 then '\\xda'::bytea || substring(int4send(n) from 3 for 2)"
+        " else '\\xdb'::bytea || int4send(n) end || b"
+        " from (select octet_length(b) as n, b from (select convert_to({t}, 'UTF8') as b) s) l)"
+    ).format(t=text)
+
+
+def _packed_value(column: str, dtype: str) -> sql.Composable:
+    """One value as MessagePack, typed as `codec.encode` types it (NaN is nil, as in pandas)."""
     col = sql.Identifier(column)
     kind = normal_type(dtype).split("(")[0].strip()
     if kind in _FLOATS:
-        as_float = sql.SQL("{}::float8").format(col)
         return sql.SQL(
-            "case when {f} is null or {f} = 'NaN' then 'null' "
-            "when {f} = 'Infinity' then 'Infinity' when {f} = '-Infinity' then '-Infinity' "
-            # a float keeps a point or exponent, so JSON reads it back as a float: 1 -> 1.0
-            "when {f}::text ~ '[.e]' then {f}::text else {f}::text || '.0' end"
-        ).format(f=as_float)
+            "case when {f} is null or {f} = 'NaN' then '\\xc0'::bytea"
+            " else '\\xcb'::bytea || float8send({f}) end"
+        ).format(f=sql.SQL("{}::float8").format(col))
     if kind in _INTEGERS:
-        return sql.SQL("coalesce({}::text, 'null')").format(col)
+        return sql.SQL(
+            "case when {c} is null then '\\xc0'::bytea else '\\xd3'::bytea || int8send({c}::int8) end"
+        ).format(c=col)
     if kind == "boolean":
         return sql.SQL(
-            "case when {c} then 'true' when not {c} then 'false' else 'null' end"
+            "case when {c} then '\\xc3'::bytea when not {c} then '\\xc2'::bytea"
+            " else '\\xc0'::bytea end"
         ).format(c=col)
     if kind == "timestamptz":
-        return sql.SQL("coalesce({}, 'null')").format(_iso(col, with_zone=True))
-    if kind.startswith("timestamp"):
-        return sql.SQL("coalesce({}, 'null')").format(_iso(col, with_zone=False))
-    return sql.SQL("coalesce(to_json({})::text, 'null')").format(col)
+        text = _iso(col, with_zone=True)
+    elif kind.startswith("timestamp"):
+        text = _iso(col, with_zone=False)
+    else:
+        text = sql.SQL("{}::text").format(col)
+    return sql.SQL("case when {c} is null then '\\xc0'::bytea else {s} end").format(
+        c=col, s=_packed_str(text)
+    )
+
+
+def _packed_array_header(n: int) -> sql.Composable:
+    if n < 16:
+        return sql.SQL("'\\x{}'::bytea").format(sql.SQL(f"{0x90 + n:02x}"))
+    return sql.SQL("'\\xdc{}'::bytea").format(sql.SQL(f"{n:04x}"))
 
 
 def check_key_types(view: FeatureView) -> None:
@@ -89,7 +110,7 @@ def encoded_latest_sql(
     project_now: datetime,
     wall_shift_ms: int,
 ) -> tuple[sql.Composed, dict]:
-    """Rows (key, value, expire_ms, feature_ts, created_at) for the latest row of each entity.
+    """Rows (key, value, expire_ms): the latest row of each entity, encoded.
 
     `since`: only entities with a row created after it (an incremental run). Entities whose latest
     value is already older than the TTL at `project_now` are left out: their key would be born
@@ -112,7 +133,10 @@ def encoded_latest_sql(
         )
     where = sql.SQL("where ") + sql.SQL(" and ").join(conditions) if conditions else sql.SQL("")
     tag = sql.SQL(" || '|' || ").join(_key_part(k) for k in view.entity)
-    values = sql.SQL(" || ',' || ").join(_json_value(f.name, f.dtype) for f in view.features)
+    values = sql.SQL(" || ").join(
+        [_packed_array_header(len(view.features))]
+        + [_packed_value(f.name, f.dtype) for f in view.features]
+    )
     if view.ttl is None:
         expire, alive = sql.SQL("0::bigint"), sql.SQL("")
     else:
@@ -125,8 +149,8 @@ def encoded_latest_sql(
         " select distinct on ({keys}) * from {table} {where}"
         " order by {keys}, {ts} desc, {created} desc)"
         " select %(prefix)s || {tag} || %(suffix)s,"
-        " {ts_hex} || {created_hex} || '[' || {values} || ']',"
-        " {expire}, {ts}, {created}"
+        " convert_to({ts_hex} || {created_hex}, 'UTF8') || {values},"
+        " {expire}"
         " from latest {alive}"
     ).format(
         keys=key_list,

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import NoReturn
 
-import orjson
 import redis
+from msgpack import unpackb
 from redis.cluster import RedisCluster
 
 from skewless import clock
 from skewless.errors import DataError, StaleValueError
 from skewless.online import codec
+from skewless.online.codec import HEADER
 from skewless.online.keys import entity_tag
-from skewless.online.watermark import marker_key, ts_hex
+from skewless.online.watermark import marker_key
 from skewless.registry import FeatureView, Registry
 
 PRESENT, MISSING, STALE = "present", "missing", "stale"
@@ -52,6 +54,10 @@ class _Plan:
     entity_columns: tuple[str, ...]
     wanted: tuple[tuple[str, int, int], ...]
     """(output column, view index, position among the view's features)."""
+    ttl_us: tuple[int | None, ...]
+    sla_us: tuple[int | None, ...]
+    """Per view: the freshness SLA, whose marker is then fetched with the values; else None."""
+    nulls: tuple[tuple[None, ...], ...]
 
 
 def _plan(registry: Registry, features: Sequence[str] | None, feature_service: str | None) -> _Plan:
@@ -77,9 +83,29 @@ def _plan(registry: Registry, features: Sequence[str] | None, feature_service: s
             suffixes=tuple(f"}}:{name}" for name in order),
             entity_columns=tuple(dict.fromkeys(k for v in views.values() for k in v.entity)),
             wanted=wanted,
+            ttl_us=tuple(_us(v.ttl) for v in views.values()),
+            sla_us=tuple(_us(v.freshness_sla) for v in views.values()),
+            nulls=tuple((None,) * len(v.features) for v in views.values()),
         )
         cache[cache_key] = plan
     return plan
+
+
+_MGET: dict[type, str] = {}
+
+
+def _mget(client: redis.Redis):
+    """MGET, or on a cluster MGET per slot in one pipeline (decided once per client class)."""
+    name = _MGET.get(type(client))
+    if name is None:
+        name = _MGET[type(client)] = (
+            "mget_nonatomic" if isinstance(client, RedisCluster) else "mget"
+        )
+    return getattr(client, name)
+
+
+def _us(span: timedelta | None) -> int | None:
+    return None if span is None else span // timedelta(microseconds=1)
 
 
 def get_online_features(
@@ -105,61 +131,59 @@ def get_online_features(
         for view, suffix in zip(views, plan.suffixes, strict=True):
             try:
                 values = [row[k] for k in view.entity]
-            except KeyError:
-                missing = [k for k in view.entity if k not in row]
-                raise DataError(
-                    f"entity row {i} lacks key column(s) {missing} of view {view.versioned_name}"
-                ) from None
+            except (KeyError, TypeError):
+                _bad_row(i, row, view)
             keys.append(prefix + entity_tag(values) + suffix)
-    markers = [marker_key(namespace, v.versioned_name) for v in views]
-    if isinstance(client, RedisCluster):
-        raw = client.mget_nonatomic(keys + markers)
-    else:
-        raw = client.mget(keys + markers)
-    moment = now or clock.now()
-    limits = [_oldest_fresh(v, moment, raw[len(keys) + i]) for i, v in enumerate(views)]
+    n_keys = len(keys)
+    for view, sla in zip(views, plan.sla_us, strict=True):
+        if sla is not None:
+            keys.append(marker_key(namespace, view.versioned_name))
+    raw = _mget(client)(keys)
+    moment_us = codec.micros(now or clock.now()) + codec.OFFSET_US
+    limits = []
+    marker_at = n_keys
+    for ttl, sla in zip(plan.ttl_us, plan.sla_us, strict=True):
+        limit = b"" if ttl is None else b"%016x" % (moment_us - ttl)
+        if sla is not None:
+            marker = raw[marker_at]
+            marker_at += 1
+            if marker is not None and marker[:16] < b"%016x" % (moment_us - sla):
+                limit = b"g"  # the view is late: sorts above every header, so all are stale
+        limits.append(limit)
+    n_views = len(views)
+    cells: list = []  # per (entity row, view): the view's values, or its NULLs
+    states: list[str] = []
+    for at in range(n_keys):
+        value = raw[at]
+        i = at % n_views
+        if value is None:
+            cells.append(plan.nulls[i])
+            states.append(MISSING)
+        elif value[:16] < limits[i]:
+            values, state = _stale(value, views[i], entity_rows[at // n_views])
+            cells.append(values if values is not None else plan.nulls[i])
+            states.append(state)
+        else:
+            cells.append(unpackb(value[HEADER:]))
+            states.append(PRESENT)
     columns: dict[str, list] = {k: [row.get(k) for row in entity_rows] for k in plan.entity_columns}
     statuses: dict[str, list[str]] = {}
-    for name, _, _ in plan.wanted:
-        columns[name], statuses[name] = [], []
-    n_views = len(views)
-    for r in range(len(entity_rows)):
-        decoded = [
-            _decode(raw[r * n_views + i], limits[i], views[i], entity_rows[r])
-            for i in range(n_views)
-        ]
+    if len(entity_rows) == 1:  # the common serving call: no per-feature comprehensions
         for name, view_at, position in plan.wanted:
-            values, status = decoded[view_at]
-            columns[name].append(values[position] if values is not None else None)
-            statuses[name].append(status)
+            columns[name] = [cells[view_at][position]]
+            statuses[name] = [states[view_at]]
+    else:
+        for name, view_at, position in plan.wanted:
+            columns[name] = [c[position] for c in cells[view_at::n_views]]
+            statuses[name] = states[view_at::n_views]
     return OnlineResult(columns, statuses)
 
 
-def _oldest_fresh(view: FeatureView, moment: datetime, marker: bytes | None) -> bytes:
-    """The smallest version header prefix still fresh: b'' (all fresh) or a 16-hex bound.
-
-    A late view (its newest data older than its SLA) makes every value stale: returns a bound
-    above any header ('g' sorts after hex digits).
-    """
-    late = view.freshness_sla is not None and marker is not None
-    if late and marker[:16].decode() < ts_hex(moment - view.freshness_sla):
-        return b"g"
-    if view.ttl is None:
-        return b""
-    return ts_hex(moment - view.ttl).encode()
-
-
-def _decode(
-    raw: bytes | None, oldest: bytes, view: FeatureView, entity: Mapping[str, object]
-) -> tuple[list | None, str]:
-    if raw is None:
-        return None, MISSING
-    if raw[:16] < oldest:
-        return _stale(raw, view, entity)
-    try:
-        return orjson.loads(raw[codec.HEADER :]), PRESENT
-    except orjson.JSONDecodeError:  # an infinity (JSON's `Infinity` extension): rare, slower
-        return codec.decode_values(raw), PRESENT
+def _bad_row(i: int, row: object, view: FeatureView) -> NoReturn:
+    if not isinstance(row, Mapping):
+        raise DataError(f"entity row {i} is a {type(row).__name__}, not a mapping of key columns")
+    missing = [k for k in view.entity if k not in row]
+    raise DataError(f"entity row {i} lacks key column(s) {missing} of view {view.versioned_name}")
 
 
 def _stale(raw: bytes, view: FeatureView, entity: Mapping[str, object]) -> tuple[list | None, str]:

@@ -8,10 +8,13 @@ encode keys and values (`encode_sql`), so Python only forwards bytes; pushes enc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from itertools import chain
 
 import psycopg
 import redis
@@ -63,6 +66,15 @@ class _Sender:
         self.args.append(value)
         self.args.append(expire)
         if len(self.keys) >= BATCH:
+            self.flush()
+
+    def add_rows(self, rows: list[tuple]) -> None:
+        """Rows of (key, value, expire), sent in script calls of BATCH keys."""
+        self.flush()
+        for start in range(0, len(rows), BATCH):
+            chunk = rows[start : start + BATCH]
+            self.keys = [r[0] for r in chunk]
+            self.args = [self.flag, *chain.from_iterable((r[1], r[2]) for r in chunk)]
             self.flush()
 
     def flush(self) -> None:
@@ -167,19 +179,16 @@ def materialize_view(
     with conn.transaction():
         conn.execute("set transaction isolation level repeatable read, read only")
         conn.execute("set local timezone = 'UTC'")
-        conn.execute("set local extra_float_digits = 1")
         bounds = _bounds(conn, view, as_of)
-        with conn.cursor(name=f"online_{view.versioned_name}") as cur:
+        with conn.cursor(name=f"online_{view.versioned_name}", binary=True) as cur:
             cur.itersize = FETCH
             cur.execute(query, params)
-            while rows := cur.fetchmany(FETCH):
-                for key, value, expire, _, _ in rows:
-                    sender.add(key, value, expire)
-                sender.flush()
+            # PostgreSQL fills the next chunk while Redis takes this one
+            for rows in _prefetched(lambda: cur.fetchmany(FETCH)):
+                sender.add_rows(rows)
                 entities += len(rows)
                 if progress:
                     progress(entities)
-    sender.flush()
     top_created, newest = bounds
     if as_of is None and top_created is not None:
         mark = watermark.Watermark(top_created, newest, entities, run_id)
@@ -188,6 +197,40 @@ def materialize_view(
     elif newest is not None:
         watermark.advance_newest(client, namespace, view.versioned_name, newest)
     return WriteResult(entities, sender.written, mode, reason)
+
+
+def _prefetched(fetch: Callable[[], list]) -> Iterator[list]:
+    """Chunks from `fetch` (until an empty one), fetched one ahead on a thread; errors re-raised."""
+    chunks: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                rows = fetch()
+                chunks.put(rows)
+                if not rows:
+                    return
+        except BaseException as err:  # handed to the consumer, which raises it
+            chunks.put(err)
+
+    worker = threading.Thread(target=produce, name="online-fetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = chunks.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue, then let it end
+            try:
+                chunks.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
 
 
 def _mode(

@@ -1,0 +1,263 @@
+"""Benchmark: online materialization and reads against raw redis-py, on seeded data.
+
+Per scale (10k and 1M entities, 10 double-precision features, two rows per entity so the latest
+must be picked), in PostgreSQL database `skewless_bench`, schema `bench_online`:
+
+- materialization: `materialize_view` (full refresh, then an incremental run with nothing new)
+  against a reference that reads the same latest rows with a psycopg server-side cursor and
+  writes each entity as a Redis hash of 10 fields with a redis-py pipeline (batches of 1,000, no
+  MULTI): what a hand-written loader does. Entities/s and the ratio.
+- Redis memory per entity: `used_memory` before and after each layout is written, divided by
+  the entity count (TTL included for Skewless' keys; the reference hashes have none).
+- reads, in-process, p50/p99 over N random entities (after a warm-up): `get_online_features`
+  for 1 entity x 10 features, 100 entities x 10 features and 1 entity x 3 views (30 features),
+  against raw `HMGET` (1 entity) and pipelined `HMGET` (100 entities; 3 views) on the reference
+  hashes, with ratios.
+
+    .venv/bin/python bench/online.py [--scales 10k,1M] [--reads 5000]
+
+Redis and PostgreSQL are the embedded servers (or those named by the environment); the
+benchmark's keys live under the namespace `bench-online*` and are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+os.environ["SKEWLESS_DATABASE"] = "skewless_bench"
+
+import psycopg  # noqa: E402
+import redis  # noqa: E402
+
+from skewless.online.keys import entity_key  # noqa: E402
+from skewless.online.reader import get_online_features  # noqa: E402
+from skewless.online.writer import materialize_view  # noqa: E402
+from skewless.registry import Feature, FeatureView, Registry  # noqa: E402
+from skewless.services import services  # noqa: E402
+
+SCHEMA = "bench_online"
+NS = "bench-online"
+REF = "bench-online-ref"
+FEATURES = tuple(f"f{i}" for i in range(10))
+NOW = datetime(2013, 6, 1, tzinfo=UTC)
+
+
+def _view(table: str) -> FeatureView:
+    return FeatureView(
+        name=table,
+        version=1,
+        schema=SCHEMA,
+        table=table,
+        entity=("entity_id",),
+        entity_types=("bigint",),
+        features=tuple(Feature(f, "double precision", "") for f in FEATURES),
+        ttl=timedelta(days=30),
+        freshness_sla=timedelta(days=2),
+        owner="bench",
+        description="",
+    )
+
+
+def _generate(conn: psycopg.Connection, table: str, entities: int, seed: float) -> None:
+    """Two rows per entity (yesterday's and today's), full-precision random doubles, seeded."""
+    values = ", ".join(f"random() as {f}" for f in FEATURES)
+    conn.execute(f"drop table if exists {SCHEMA}.{table}")
+    conn.execute("set max_parallel_workers_per_gather = 0")  # one random() stream: repeatable
+    conn.execute("select setseed(%s)", (seed,))
+    conn.execute(
+        f"create table {SCHEMA}.{table} as select e as entity_id,"
+        " %(now)s - (d || ' days')::interval - (e %% 3600 || ' seconds')::interval as feature_ts,"
+        f" %(now)s - (d || ' days')::interval as created_at, {values}"
+        " from generate_series(1, %(n)s) e, generate_series(0, 1) d",
+        {"now": NOW, "n": entities},
+    )
+    conn.execute(f"analyze {SCHEMA}.{table}")
+    conn.commit()
+
+
+def _reference_load(conn: psycopg.Connection, client: redis.Redis, view: FeatureView) -> int:
+    cols = ", ".join(FEATURES)
+    query = (
+        f"select distinct on (entity_id) entity_id, {cols} from {view.relation}"
+        " order by entity_id, feature_ts desc, created_at desc"
+    )
+    n = 0
+    with conn.transaction(), conn.cursor(name="ref") as cur:
+        cur.itersize = 20_000
+        cur.execute(query)
+        pipe = client.pipeline(transaction=False)
+        for row in cur:
+            pipe.hset(
+                f"{REF}:{row[0]}:{view.name}", mapping=dict(zip(FEATURES, row[1:], strict=True))
+            )
+            n += 1
+            if n % 1000 == 0:
+                pipe.execute()
+        pipe.execute()
+    return n
+
+
+def _clear(client: redis.Redis, pattern: str) -> None:
+    batch = []
+    for key in client.scan_iter(match=pattern, count=10_000):
+        batch.append(key)
+        if len(batch) >= 10_000:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+
+
+def _used(client: redis.Redis) -> int:
+    time.sleep(0.2)  # let lazy frees settle
+    return int(client.info("memory")["used_memory"])
+
+
+def _percentiles(fn: Callable[[], object], n: int) -> tuple[float, float]:
+    for _ in range(min(500, n)):
+        fn()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - start)
+    times.sort()
+    return statistics.median(times) / 1000, times[int(len(times) * 0.99)] / 1000
+
+
+def bench_scale(conn, client, entities: int, reads: int) -> None:
+    label = f"{entities:,} entities x 10 features"
+    print(f"\n== {label}", flush=True)
+    tables = ["feat_a", "feat_b", "feat_c"] if entities <= 100_000 else ["feat_a"]
+    views = []
+    for i, table in enumerate(tables):
+        _generate(conn, table, entities, 0.1 + i / 10)
+        views.append(_view(table))
+    view = views[0]
+    _clear(client, f"{NS}*")
+    _clear(client, f"{REF}*")
+    conn.execute("drop table if exists features.online_watermarks")
+    conn.commit()
+
+    base = _used(client)
+    start = time.perf_counter()
+    full = materialize_view(conn, client, NS, view, now=NOW, full_refresh=True)
+    ours = time.perf_counter() - start
+    ours_mem = (_used(client) - base) / entities
+    start = time.perf_counter()
+    incr = materialize_view(conn, client, NS, view, now=NOW)
+    incr_s = time.perf_counter() - start
+    base = _used(client)
+    start = time.perf_counter()
+    ref_n = _reference_load(conn, client, view)
+    ref = time.perf_counter() - start
+    ref_mem = (_used(client) - base) / entities
+    assert full.entities == ref_n == entities, (full, ref_n)
+    print(
+        f"materialize  skewless {entities / ours:>10,.0f} entities/s ({ours:.2f} s)   "
+        f"raw pipelined HSET {entities / ref:>10,.0f} entities/s ({ref:.2f} s)   "
+        f"ratio {ref / ours:.2f}x faster   (target >= 100,000/s)"
+    )
+    print(f"incremental  nothing new: {incr.entities} entities sent in {incr_s * 1000:.0f} ms")
+    print(
+        f"memory       skewless {ours_mem:.0f} B/entity (string + TTL)   "
+        f"reference hash {ref_mem:.0f} B/entity   (target <= 300)"
+    )
+    for other in views[1:]:
+        materialize_view(conn, client, NS, other, now=NOW, full_refresh=True)
+        _reference_load(conn, client, other)
+
+    registry = Registry(views)
+    one_view = [f"{view.name}:{f}" for f in FEATURES]
+    three_views = [f"{v.name}:{f}" for v in views for f in FEATURES]
+    rng = random.Random(42)
+    raw_client = client
+    fields = list(FEATURES)
+
+    def pick() -> int:
+        return rng.randint(1, entities)
+
+    def ours_one():
+        return get_online_features(
+            client, registry, NS, [{"entity_id": pick()}], one_view, now=NOW
+        )
+
+    def raw_one():
+        return raw_client.hmget(f"{REF}:{pick()}:{view.name}", fields)
+
+    def ours_hundred():
+        rows = [{"entity_id": pick()} for _ in range(100)]
+        return get_online_features(client, registry, NS, rows, one_view, now=NOW)
+
+    def raw_hundred():
+        pipe = raw_client.pipeline(transaction=False)
+        for _ in range(100):
+            pipe.hmget(f"{REF}:{pick()}:{view.name}", fields)
+        return pipe.execute()
+
+    def ours_three():
+        return get_online_features(
+            client, registry, NS, [{"entity_id": pick()}], three_views, now=NOW
+        )
+
+    def raw_three():
+        e = pick()
+        pipe = raw_client.pipeline(transaction=False)
+        for v in views:
+            pipe.hmget(f"{REF}:{e}:{v.name}", fields)
+        return pipe.execute()
+
+    check = get_online_features(client, registry, NS, [{"entity_id": 7}], one_view, now=NOW)
+    raw = raw_client.hmget(f"{REF}:7:{view.name}", fields)
+    assert [check.columns[f"{view.versioned_name}:{f}"][0] for f in FEATURES] == [
+        float(v) for v in raw
+    ], "Skewless and the reference disagree"
+    cases = [("1 entity x 10 features", ours_one, raw_one, "raw HMGET", 1.5)]
+    cases.append(("100 entities x 10 features", ours_hundred, raw_hundred, "pipelined HMGET", 1.0))
+    if len(views) == 3:
+        cases.append(("1 entity x 3 views", ours_three, raw_three, "pipelined HMGET x3", None))
+    for name, ours_fn, raw_fn, raw_name, target in cases:
+        o50, o99 = _percentiles(ours_fn, reads)
+        r50, r99 = _percentiles(raw_fn, reads)
+        goal = f"(target p99 <= {target}x)" if target else ""
+        print(
+            f"read {name:<27} skewless p50 {o50:7.1f} us p99 {o99:7.1f} us   "
+            f"{raw_name} p50 {r50:7.1f} us p99 {r99:7.1f} us   "
+            f"p99 ratio {o99 / r99:.2f}x {goal}"
+        )
+    _clear(client, f"{NS}*")
+    _clear(client, f"{REF}*")
+    print(f"check: {entity_key(NS, view.versioned_name, [7])} matched the reference's values")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scales", default="10k,1M")
+    parser.add_argument("--reads", type=int, default=5000)
+    args = parser.parse_args(argv)
+    sizes = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000}
+    svc = services()
+    client = redis.Redis.from_url(svc.redis_url)
+    print(f"Redis {client.info('server')['redis_version']} at {svc.redis_url}", flush=True)
+    with psycopg.connect(svc.postgres_url) as conn:
+        conn.execute(f"create schema if not exists {SCHEMA}")
+        conn.commit()
+        try:
+            for scale in args.scales.split(","):
+                bench_scale(conn, client, sizes[scale], args.reads)
+        finally:
+            conn.rollback()
+            conn.execute(f"drop schema {SCHEMA} cascade")
+            conn.commit()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
