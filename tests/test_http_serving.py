@@ -731,3 +731,23 @@ def test_a_stale_error_in_a_shared_read_fails_only_its_own_request(svc, http_nam
         "missing"
     ]
     assert a2["error"]["code"] == "stale_value"
+
+
+def test_a_lone_client_reads_directly_and_a_burst_turns_coalescing_back_on(svc, http_namespace):
+    client = _CountingRedis.from_url(svc.redis_url)
+    app = ServingApp(REGISTRY, client, http_namespace)
+    body = {"entities": [{"carrier": "UA"}], "features": ["typed_v1:i"]}
+
+    async def burst(n: int) -> int:
+        before = _CountingRedis.mgets
+        answers = await asyncio.gather(*(_asgi_post(app, body) for _ in range(n)))
+        assert all(status == 200 and got["columns"]["typed_v1:i"] == [7] for status, got in answers)
+        return _CountingRedis.mgets - before
+
+    async def scenario() -> list[int]:
+        assert [await burst(1) for _ in range(40)] == [1] * 40  # alone: one read each
+        return [await burst(5) for _ in range(17)]
+
+    reads = asyncio.run(scenario())
+    assert reads[-1] == 1  # within 16 reads a probe found company: one read per burst again
+    client.close()
