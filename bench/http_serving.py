@@ -494,13 +494,13 @@ def main() -> int:
             return table[-1][1]
 
         measure("redis GET 1 key, redis-py (floor)", lambda e: plain.get(keys[e][0]), 500)
-        measure("redis MGET 2 keys, ServingRedis", lambda e: client.mget(keys[e] * 2), 500)
+        measure("redis MGET 2 keys, FastRedis", lambda e: client.mget(keys[e] * 2), 500)
         measure(
             "get_online_features, redis.Redis",
             lambda e: get_online_features(plain, registry, namespace, rows[e], features),
         )
         ref_api = measure(
-            "get_online_features, ServingRedis (ref)",
+            "get_online_features, FastRedis (ref)",
             lambda e: get_online_features(client, registry, namespace, rows[e], features),
         )
 

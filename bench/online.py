@@ -12,7 +12,8 @@ must be picked), in PostgreSQL database `skewless_bench`, schema `bench_online`:
 - reads, in-process, p50/p99 over N random entities (after a warm-up): `get_online_features`
   for 1 entity x 10 features, 100 entities x 10 features and 1 entity x 3 views (30 features),
   against raw `HMGET` (1 entity) and pipelined `HMGET` (100 entities; 3 views) on the reference
-  hashes, with ratios.
+  hashes, with ratios. Skewless reads through the client `FeatureStore` uses (`FastRedis`: MGET
+  without redis-py's generic command path); the references use plain redis-py, as users would.
 
     .venv/bin/python bench/online.py [--scales 10k,1M] [--reads 5000]
 
@@ -36,6 +37,7 @@ os.environ["SKEWLESS_DATABASE"] = "skewless_bench"
 import psycopg  # noqa: E402
 import redis  # noqa: E402
 
+from skewless.online.client import FastRedis  # noqa: E402
 from skewless.online.keys import entity_key  # noqa: E402
 from skewless.online.reader import get_online_features  # noqa: E402
 from skewless.online.writer import materialize_view  # noqa: E402
@@ -132,7 +134,8 @@ def _percentiles(fn: Callable[[], object], n: int) -> tuple[float, float]:
     return statistics.median(times) / 1000, times[int(len(times) * 0.99)] / 1000
 
 
-def bench_scale(conn, client, entities: int, reads: int) -> None:
+def bench_scale(conn, client, fast, entities: int, reads: int) -> None:
+    """`client`: plain redis-py, for the references; `fast`: the client FeatureStore reads with."""
     label = f"{entities:,} entities x 10 features"
     print(f"\n== {label}", flush=True)
     tables = ["feat_a", "feat_b", "feat_c"] if entities <= 100_000 else ["feat_a"]
@@ -185,16 +188,14 @@ def bench_scale(conn, client, entities: int, reads: int) -> None:
         return rng.randint(1, entities)
 
     def ours_one():
-        return get_online_features(
-            client, registry, NS, [{"entity_id": pick()}], one_view, now=NOW
-        )
+        return get_online_features(fast, registry, NS, [{"entity_id": pick()}], one_view, now=NOW)
 
     def raw_one():
         return raw_client.hmget(f"{REF}:{pick()}:{view.name}", fields)
 
     def ours_hundred():
         rows = [{"entity_id": pick()} for _ in range(100)]
-        return get_online_features(client, registry, NS, rows, one_view, now=NOW)
+        return get_online_features(fast, registry, NS, rows, one_view, now=NOW)
 
     def raw_hundred():
         pipe = raw_client.pipeline(transaction=False)
@@ -204,7 +205,7 @@ def bench_scale(conn, client, entities: int, reads: int) -> None:
 
     def ours_three():
         return get_online_features(
-            client, registry, NS, [{"entity_id": pick()}], three_views, now=NOW
+            fast, registry, NS, [{"entity_id": pick()}], three_views, now=NOW
         )
 
     def raw_three():
@@ -245,13 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000}
     svc = services()
     client = redis.Redis.from_url(svc.redis_url)
+    fast = FastRedis.from_url(svc.redis_url)
     print(f"Redis {client.info('server')['redis_version']} at {svc.redis_url}", flush=True)
     with psycopg.connect(svc.postgres_url) as conn:
         conn.execute(f"create schema if not exists {SCHEMA}")
         conn.commit()
         try:
             for scale in args.scales.split(","):
-                bench_scale(conn, client, sizes[scale], args.reads)
+                bench_scale(conn, client, fast, sizes[scale], args.reads)
         finally:
             conn.rollback()
             conn.execute(f"drop schema {SCHEMA} cascade")

@@ -19,6 +19,7 @@ import redis
 
 from skewless.config import settings
 from skewless.offline.historical import get_historical_features
+from skewless.online.client import FastRedis
 from skewless.online.push import push
 from skewless.online.reader import OnlineResult, get_online_features
 from skewless.online.writer import WriteResult
@@ -60,7 +61,7 @@ class FeatureStore:
             from skewless.services import services
 
             url = services().redis_url
-        return redis.Redis.from_url(url)
+        return FastRedis.from_url(url)
 
     def get_historical_features(
         self,

@@ -27,6 +27,7 @@ import uvicorn
 
 from skewless.clock import now as project_now
 from skewless.errors import StaleValueError
+from skewless.online.client import FastRedis as ServingRedis
 from skewless.online.reader import get_online_features
 from skewless.online.writer import write_rows
 from skewless.registry import Feature, FeatureService, FeatureView, Registry, ServiceFeature
@@ -34,7 +35,6 @@ from skewless.serving.app import (
     MAX_BODY_BYTES,
     MAX_ENTITIES,
     ServingApp,
-    ServingRedis,
     redis_client,
 )
 from skewless.serving.metrics import Metrics

@@ -138,7 +138,7 @@ def get_online_features(
     for view, sla in zip(views, plan.sla_us, strict=True):
         if sla is not None:
             keys.append(marker_key(namespace, view.versioned_name))
-    raw = _mget(client)(keys)
+    raw = _mget(client)(keys) if keys else []
     moment_us = codec.micros(now or clock.now()) + codec.OFFSET_US
     limits = []
     marker_at = n_keys

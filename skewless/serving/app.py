@@ -16,7 +16,6 @@ import asyncio
 import gc
 import logging
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,10 +27,10 @@ from typing import Any
 import orjson
 import redis
 from redis.backoff import NoBackoff
-from redis.commands.helpers import list_or_args
 from redis.retry import Retry
 
 from skewless.errors import DataError, DefinitionError, StaleValueError
+from skewless.online.client import FastRedis
 from skewless.online.reader import get_online_features
 from skewless.registry import Registry
 from skewless.serving import openapi
@@ -88,38 +87,10 @@ class _ClientGone(Exception):
     """The client disconnected before its request body arrived: nothing to answer."""
 
 
-class ServingRedis(redis.Redis):
-    """A redis.Redis whose MGET, the one command of a feature read, skips the client's generic
-    command path (pool checkout, retry wrapper, observability hooks): in redis-py 8 that path costs
-    about 45 us of CPU per call, more than the Redis round trip itself. Each thread sends MGET on a
-    connection of its own; every other command takes the ordinary path."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._own = threading.local()
-
-    def mget(self, keys: Any, *args: Any) -> list:
-        conn = getattr(self._own, "conn", None)
-        if conn is None:
-            conn = self._own.conn = self.connection_pool.get_connection()
-        names = list_or_args(keys, args)
-        if not names:
-            return []  # as redis.Redis.mget answers: Redis refuses an MGET of nothing
-        packed = conn.pack_command("MGET", *names)
-        try:
-            conn.send_packed_command(packed, check_health=False)
-            return conn.read_response()
-        except redis.ConnectionError:
-            # A connection Redis closed (restart, idle timeout): one immediate retry on a new one.
-            conn.disconnect()
-            conn.send_packed_command(packed, check_health=False)
-            return conn.read_response()
-
-
 def redis_client(url: str) -> redis.Redis:
     """A client that fails fast: a request must not hang on a dead Redis (one immediate retry
     covers a pooled connection the server closed)."""
-    return ServingRedis.from_url(
+    return FastRedis.from_url(
         url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1)
     )
 
