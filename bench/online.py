@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 os.environ["SKEWLESS_DATABASE"] = "skewless_bench"
 
@@ -122,6 +124,37 @@ def _used(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
+class _CpuSplit:
+    """CPU time each process spends per entity: on a shared machine, where the time goes."""
+
+    def __init__(self, conn: psycopg.Connection, client: redis.Redis):
+        self.conn, self.client = conn, client
+        self.backend = conn.execute("select pg_backend_pid()").fetchone()[0]
+        self.start = self._now()
+
+    def _now(self) -> tuple[float | None, float, float]:
+        info = self.client.info("cpu")
+        try:  # the PostgreSQL backend's own CPU, when the server runs on this machine
+            fields = Path(f"/proc/{self.backend}/stat").read_text().rsplit(")", 1)[1].split()
+            postgres = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            postgres = None
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        redis_cpu = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        return postgres, redis_cpu, usage.ru_utime + usage.ru_stime
+
+    def per(self, n: int) -> str:
+        end = self._now()
+        us = [
+            None if a is None or b is None else (b - a) / n * 1e6
+            for a, b in zip(self.start, end, strict=True)
+        ]
+        return " ".join(
+            f"{name} {'?' if v is None else f'{v:.1f}'} us"
+            for name, v in zip(("PostgreSQL", "Redis", "Python"), us, strict=True)
+        )
+
+
 def _percentiles(fn: Callable[[], object], n: int) -> tuple[float, float]:
     for _ in range(min(500, n)):
         fn()
@@ -150,9 +183,11 @@ def bench_scale(conn, client, fast, entities: int, reads: int) -> None:
     conn.commit()
 
     base = _used(client)
+    cpu = _CpuSplit(conn, client)
     start = time.perf_counter()
     full = materialize_view(conn, client, NS, view, now=NOW, full_refresh=True)
     ours = time.perf_counter() - start
+    split = cpu.per(entities)
     ours_mem = (_used(client) - base) / entities
     start = time.perf_counter()
     incr = materialize_view(conn, client, NS, view, now=NOW)
@@ -168,6 +203,7 @@ def bench_scale(conn, client, fast, entities: int, reads: int) -> None:
         f"raw pipelined HSET {entities / ref:>10,.0f} entities/s ({ref:.2f} s)   "
         f"ratio {ref / ours:.2f}x faster   (target >= 100,000/s)"
     )
+    print(f"             CPU per entity: {split}  (load average {os.getloadavg()[0]:.1f})")
     print(f"incremental  nothing new: {incr.entities} entities sent in {incr_s * 1000:.0f} ms")
     print(
         f"memory       skewless {ours_mem:.0f} B/entity (string + TTL)   "
