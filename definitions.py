@@ -3,26 +3,52 @@
 from dagster import Definitions, EnvVar
 
 from assets.dbt import REGISTRY, dbt_models
+from assets.monitoring import feature_drift
 from assets.online import online_assets
 from assets.partner import airport_schedule_load
 from assets.raw import raw_assets
 from assets.registry import registry
+from checks.freshness import freshness_checks
 from checks.online_coverage import online_coverage_check
-from jobs import build_features_job, daily_refresh_job, raw_days_job
+from checks.quality import quality_check
+from checks.schema import schema_check
+from jobs import build_features_job, daily_refresh_job, monitor_features_job, raw_days_job
 from resources import PostgresResource, RedisResource, dbt_resource
 from sensors.daily_refresh_schedule import daily_refresh_schedule
 from sensors.feature_build_sensor import feature_build_sensor
+from sensors.freshness_sensors import data_freshness_sensor, materialization_freshness_sensor
 from sensors.landing_sensor import landing_sensor
+from sensors.monitoring_automation_sensor import monitoring_automation_sensor
 from sensors.registry_automation_sensor import registry_automation_sensor
 from sensors.run_failure_sensor import run_failure_sensor
 from skewless.config import settings
 
 defs = Definitions(
-    assets=[*raw_assets, airport_schedule_load, registry, dbt_models, *online_assets],
-    asset_checks=[online_coverage_check(view) for view in REGISTRY.views.values()],
-    jobs=[raw_days_job, build_features_job, daily_refresh_job],
+    assets=[
+        *raw_assets,
+        airport_schedule_load,
+        registry,
+        dbt_models,
+        *online_assets,
+        feature_drift,
+    ],
+    asset_checks=[
+        *(online_coverage_check(view) for view in REGISTRY.views.values()),
+        *(schema_check(view) for view in REGISTRY.views.values()),
+        *(quality_check(view) for view in REGISTRY.views.values()),
+        *freshness_checks,
+    ],
+    jobs=[raw_days_job, build_features_job, daily_refresh_job, monitor_features_job],
     schedules=[daily_refresh_schedule],
-    sensors=[registry_automation_sensor, landing_sensor, feature_build_sensor, run_failure_sensor],
+    sensors=[
+        registry_automation_sensor,
+        data_freshness_sensor,
+        materialization_freshness_sensor,
+        monitoring_automation_sensor,
+        landing_sensor,
+        feature_build_sensor,
+        run_failure_sensor,
+    ],
     resources={
         "postgres": PostgresResource(url=EnvVar("SKEWLESS_POSTGRES_URL")),
         "redis": RedisResource(url=EnvVar("SKEWLESS_REDIS_URL"), namespace=settings().namespace),

@@ -7,13 +7,20 @@ service, the file it is declared in, and what to fix.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from skewless.durations import parse_duration
 from skewless.errors import DefinitionError
-from skewless.registry.model import Feature, FeatureService, FeatureView, ServiceFeature
+from skewless.registry.model import (
+    Expectation,
+    Feature,
+    FeatureService,
+    FeatureView,
+    ServiceFeature,
+)
 
 _STALE_POLICIES = ("null", "default", "error")
 _REF = re.compile(
@@ -79,6 +86,7 @@ def _view(props: Mapping[str, Any], meta: Mapping[str, Any], *, external: bool) 
             col["data_type"].lower(),
             col.get("description", ""),
             _column_meta(col).get("default"),
+            **_quality(col_name, col, where),
         )
         for col_name, col in columns.items()
         if col_name not in entity and col_name not in (ts_column, created_column)
@@ -119,6 +127,7 @@ def _view(props: Mapping[str, Any], meta: Mapping[str, Any], *, external: bool) 
         kind="external" if external else "dbt",
         ts_column=ts_column,
         created_column=created_column,
+        expectations=_expectations(meta, columns, where),
     )
 
 
@@ -126,6 +135,64 @@ def _column_meta(column: Mapping[str, Any]) -> Mapping[str, Any]:
     """A column's `meta.skewless` (dbt keeps column meta under `meta` or `config.meta`)."""
     meta = column.get("meta") or (column.get("config") or {}).get("meta") or {}
     return meta.get("skewless") or {}
+
+
+def _quality(name: str, column: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A column's declared range (`range: [min, max]`, null for an open end) and `max_null_rate`."""
+    meta = _column_meta(column)
+    out: dict[str, Any] = {}
+    bounds = meta.get("range")
+    if bounds is not None:
+        if (
+            not isinstance(bounds, list | tuple)
+            or len(bounds) != 2
+            or not all(b is None or isinstance(b, int | float) for b in bounds)
+        ):
+            raise DefinitionError(
+                f"{where}: column {name}: range {bounds!r} is not [min, max] (numbers or null)"
+            )
+        if None not in bounds and bounds[0] > bounds[1]:
+            raise DefinitionError(f"{where}: column {name}: range {bounds!r} has min > max")
+        out["range"] = (bounds[0], bounds[1])
+    rate = meta.get("max_null_rate")
+    if rate is not None:
+        if not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise DefinitionError(
+                f"{where}: column {name}: max_null_rate {rate!r} is not a share between 0 and 1"
+            )
+        out["max_null_rate"] = float(rate)
+    return out
+
+
+def _expectations(
+    meta: Mapping[str, Any], columns: Mapping[str, Mapping[str, Any]], where: str
+) -> tuple[Expectation, ...]:
+    """Hand-written expectations: the view's `meta.skewless.expectations` and each column's.
+
+    A column's entries default their `column` argument to that column (so a version that drops
+    the column drops its expectations too).
+    """
+    declared: list[tuple[str, Any]] = [("", e) for e in meta.get("expectations") or ()]
+    for name, column in columns.items():
+        declared += [(name, e) for e in _column_meta(column).get("expectations") or ()]
+    found = []
+    for column, entry in declared:
+        place = f"{where}: " + (f"column {column}: " if column else "") + "expectation"
+        if not isinstance(entry, Mapping) or not str(entry.get("type", "")).startswith("expect_"):
+            raise DefinitionError(
+                f"{place} {entry!r} is not {{type: expect_..., kwargs: {{...}}}} "
+                "(a Great Expectations expectation name and its arguments)"
+            )
+        kwargs = entry.get("kwargs") or {}
+        if not isinstance(kwargs, Mapping):
+            raise DefinitionError(f"{place} {entry['type']}: kwargs {kwargs!r} is not a mapping")
+        kwargs = dict(kwargs)
+        if column and not {"column", "column_A", "column_list"} & kwargs.keys():
+            kwargs["column"] = column
+        found.append(
+            Expectation(str(entry["type"]), json.dumps(kwargs, sort_keys=True, default=str), column)
+        )
+    return tuple(found)
 
 
 def _upstream(manifest: Mapping[str, Any], unique_id: str) -> tuple[str, ...]:
