@@ -23,6 +23,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from psycopg import sql
 
 from assets.constants import FEATURES, REGISTRY_KEY, STAGING, TRAINING
+from assets.retries import retry_transient
 from resources import PostgresResource
 from skewless.dbt import ensure_manifest
 from skewless.progress import log
@@ -136,6 +137,12 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, postgres: Po
         for node in _NODES.values()
         if _training_meta(node)
     }
+    with retry_transient(context, "dbt build"):
+        yield from _build(context, dbt, postgres, by_key, training)
+
+
+def _build(context, dbt, postgres, by_key, training):
+    """The build itself, inside `retry_transient`: a lost server reruns it, a failed test not."""
     with postgres.connect() as conn:
         check_versions(conn, REGISTRY)
     for event in dbt.cli(["build"], context=context).stream():
