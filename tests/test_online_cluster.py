@@ -86,7 +86,7 @@ def cluster():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wait(ready, seconds: float = 20) -> None:
+def _wait(ready, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while True:
         try:
