@@ -278,7 +278,7 @@ def _fetch(
     return frame.sort_values("_row").drop(columns="_row").reset_index(drop=True)
 
 
-_BINARY_BATCH = 8 << 20
+_BINARY_BATCH = 4 << 20
 """Bytes of COPY output decoded at a time: bounds the client's memory for million-row results."""
 
 
@@ -336,7 +336,7 @@ def _fetch_binary(
         dtype=">i4",
     )
 
-    def decode(data: memoryview) -> None:
+    def decode(data: bytearray) -> None:
         batch = np.frombuffer(data, record)
         lengths = np.stack([batch[f] for f in length_fields], axis=1)
         if (batch["count"] != len(length_fields)).any() or (lengths != expected).any():
@@ -356,28 +356,25 @@ def _fetch_binary(
         conn.cursor() as cur,
         cur.copy(sql.SQL("copy ({}) to stdout with (format binary)").format(select)) as copy,
     ):
-        parts: list = []
-        size = 0
+        # one growing buffer, not a list of per-row messages: bounded at about two batches
+        pending = bytearray()
         header = True
         for block in copy:
-            parts.append(block)
-            size += len(block)
-            if size < _BINARY_BATCH:
+            pending += block
+            if len(pending) < _BINARY_BATCH:
                 continue
-            data = b"".join(parts)
             if header:
-                data, header = _strip_copy_header(data), False
-            whole = len(data) - len(data) % record.itemsize
-            decode(memoryview(data)[:whole])
+                pending, header = _strip_copy_header(pending), False
+            whole = len(pending) - len(pending) % record.itemsize
+            decode(pending[:whole])
             decoded += whole // record.itemsize
-            parts, size = [data[whole:]], len(data) - whole
-        data = b"".join(parts)
+            del pending[:whole]
         if header:
-            data = _strip_copy_header(data)
-        if not data.endswith(_COPY_TRAILER) or (len(data) - 2) % record.itemsize:
+            pending = _strip_copy_header(pending)
+        if not pending.endswith(_COPY_TRAILER) or (len(pending) - 2) % record.itemsize:
             raise RuntimeError("truncated binary COPY of the as-of join")
-        decode(memoryview(data)[:-2])
-        decoded += (len(data) - 2) // record.itemsize
+        decode(pending[:-2])
+        decoded += (len(pending) - 2) // record.itemsize
     if decoded != n or not seen.all():
         raise RuntimeError(f"as-of join returned {decoded} rows for {n} entity rows")
     out: dict[str, object] = {}
@@ -391,7 +388,7 @@ def _fetch_binary(
     return out
 
 
-def _strip_copy_header(data: bytes) -> bytes:
+def _strip_copy_header(data: bytearray) -> bytearray:
     if data[: len(_COPY_SIGNATURE)] != _COPY_SIGNATURE or len(data) < 19:
         raise RuntimeError("binary COPY output without its signature")
     extension = int.from_bytes(data[15:19], "big")
