@@ -7,7 +7,9 @@ with CLUSTER MEET, so no `redis-cli` is needed.
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -23,7 +25,7 @@ from skewless.online.keys import entity_key
 from skewless.online.reader import PRESENT, get_online_features
 from skewless.online.writer import materialize_view, write_rows
 from skewless.registry import Feature, FeatureView, Registry
-from skewless.services.redis import _binary, _free_port
+from skewless.services.redis import _binary
 
 T0 = datetime(2013, 1, 1, tzinfo=UTC)
 VIEWS = [
@@ -47,7 +49,7 @@ VIEWS = [
 @pytest.fixture(scope="module")
 def cluster():
     folder = Path(tempfile.mkdtemp(prefix="skewless-cluster-"))
-    ports = [_free_port() for _ in range(3)]
+    ports = _cluster_ports(3)
     procs = []
     try:
         for port in ports:
@@ -84,6 +86,26 @@ def cluster():
         for p in procs:
             p.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cluster_ports(n: int) -> list[int]:
+    """Ports free together with their cluster bus port (port + 10000, so below 55536)."""
+    ports: list[int] = []
+    rng = random.Random()
+    while len(ports) < n:
+        port = rng.randint(20000, 50000)
+        if port not in ports and all(_free(p) for p in (port, port + 10000)):
+            ports.append(port)
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait(ready, seconds: float = 60) -> None:
