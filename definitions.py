@@ -9,6 +9,7 @@ from assets.partner import airport_schedule_load
 from assets.raw import raw_assets
 from assets.registry import registry
 from checks.freshness import freshness_checks
+from checks.online_consistency import online_consistency_check
 from checks.online_coverage import online_coverage_check
 from checks.quality import quality_check
 from checks.schema import schema_check
@@ -34,6 +35,7 @@ defs = Definitions(
     ],
     asset_checks=[
         *(online_coverage_check(view) for view in REGISTRY.views.values()),
+        *(online_consistency_check(view) for view in REGISTRY.views.values()),
         *(schema_check(view) for view in REGISTRY.views.values()),
         *(quality_check(view) for view in REGISTRY.views.values()),
         *freshness_checks,

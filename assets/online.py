@@ -15,6 +15,7 @@ from dagster import (
 
 from assets.constants import ONLINE, REGISTRY_KEY
 from assets.dbt import REGISTRY, feature_view_asset_key
+from assets.retries import retry_transient
 from resources import PostgresResource, RedisResource
 from skewless import clock
 from skewless.online.writer import materialize_view
@@ -49,7 +50,9 @@ def online_asset(view: FeatureView) -> AssetsDefinition:
             say(f"online {view.versioned_name}: {done:,} entities")
 
         now = clock.now()
-        with postgres.connect() as conn:
+        # a lost connection retries the step with backoff; the rerun is incremental from the
+        # last committed watermark, so it completes the work without redoing what was published
+        with retry_transient(context, f"online {view.versioned_name}"), postgres.connect() as conn:
             if store.is_retired(conn, view):
                 log.info(f"online {view.versioned_name}: retired, not published")
                 return MaterializeResult(metadata={"retired": True})
