@@ -145,7 +145,8 @@ def _build(context, dbt, postgres, by_key, training):
     """The build itself, inside `retry_transient`: a lost server reruns it, a failed test not."""
     with postgres.connect() as conn:
         check_versions(conn, REGISTRY)
-    for event in dbt.cli(["build"], context=context).stream():
+    # column metadata and column-level lineage (from the compiled SQL) for the UI
+    for event in dbt.cli(["build"], context=context).stream().fetch_column_metadata():
         if isinstance(event, Output):
             key = context.asset_key_for_output(event.output_name)
             log.info(f"dbt: built {key.to_user_string()}")

@@ -30,16 +30,35 @@ def dbt_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     # `dbt parse` renders the profile without connecting: placeholders serve when no server is set
-    for name in ("SKEWLESS_PG_HOST", "SKEWLESS_PG_USER", "SKEWLESS_PG_DATABASE"):
+    for name in ("SKEWLESS_PG_HOST", "SKEWLESS_PG_USER"):
         env.setdefault(name, "unset")
+    # the database is part of every relation's name in the manifest (the UI shows it, column
+    # lineage queries it), so it is the real one even when no server is running
+    env.setdefault("SKEWLESS_PG_DATABASE", database_name())
     return env
+
+
+def database_name() -> str:
+    """The database Skewless uses: the external URL's, or the embedded server's."""
+    url = settings().postgres_url
+    if url:
+        from skewless.urls import PostgresTarget
+
+        return PostgresTarget.parse(url).database
+    return settings().database
+
+
+def _stamp() -> Path:
+    return manifest_path().with_name(".skewless-database")
 
 
 def ensure_manifest() -> Path:
     """Run `dbt parse` when the manifest is missing or older than any model, macro or test."""
     project = settings().dbt_project_dir
     manifest = manifest_path()
-    if manifest.exists() and manifest.stat().st_mtime >= _newest_source(project):
+    stamp = _stamp()
+    same_database = stamp.exists() and stamp.read_text() == database_name()
+    if same_database and manifest.exists() and manifest.stat().st_mtime >= _newest_source(project):
         return manifest
     dbt = Path(sys.executable).parent / "dbt"
     result = subprocess.run(
@@ -58,4 +77,5 @@ def ensure_manifest() -> Path:
     )
     if result.returncode != 0:
         raise DefinitionError(f"dbt parse failed:\n{result.stdout}{result.stderr}")
+    stamp.write_text(database_name())
     return manifest

@@ -259,3 +259,25 @@ def test_training_build_records_when_and_from_what(run):
     ]
     assert "skewless/built_at" in materialization.metadata
     assert "carrier_delay_stats_v1" in materialization.metadata["skewless/pinned_views"].data
+
+
+def test_dbt_assets_carry_column_lineage_and_their_real_relation(run):
+    from dagster import AssetKey
+
+    build = run[-1]
+    materialized = {
+        e.asset_key: e.step_materialization_data.materialization.metadata
+        for e in build.all_events
+        if e.is_step_materialization
+    }
+    meta = materialized[AssetKey(["features", "carrier_delay_stats_v1"])]
+    lineage = meta["dagster/column_lineage"].value
+    deps = {d.asset_key for d in lineage.deps_by_column["dep_delay_mean_7d"]}
+    assert AssetKey(["staging", "stg_flights"]) in deps
+    from skewless.orchestrate import load_definitions
+
+    key = AssetKey(["features", "carrier_delay_stats_v1"])
+    spec = next(s for s in load_definitions().resolve_all_asset_specs() if s.key == key)
+    assert spec.metadata["dagster/table_name"] == (
+        f"{settings().database}.features.carrier_delay_stats_v1"
+    )
