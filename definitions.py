@@ -22,6 +22,7 @@ from sensors.landing_sensor import landing_sensor
 from sensors.monitoring_automation_sensor import monitoring_automation_sensor
 from sensors.registry_automation_sensor import registry_automation_sensor
 from sensors.run_failure_sensor import run_failure_sensor
+from sensors.serving_automation_sensor import serving_automation_sensor
 from skewless.config import settings
 
 defs = Definitions(
@@ -44,6 +45,7 @@ defs = Definitions(
     schedules=[daily_refresh_schedule],
     sensors=[
         registry_automation_sensor,
+        serving_automation_sensor,
         data_freshness_sensor,
         materialization_freshness_sensor,
         monitoring_automation_sensor,

@@ -14,6 +14,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
+    AutomationCondition,
     MetadataValue,
     Output,
     TableColumn,
@@ -64,6 +65,14 @@ class SkewlessTranslator(DagsterDbtTranslator):
         if _training_meta(dbt_resource_props):
             return TRAINING
         return FEATURES if _skewless_meta(dbt_resource_props) else STAGING
+
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> AutomationCondition | None:
+        """Training sets rebuild when a feature view they read changes (automation sensor)."""
+        if _training_meta(dbt_resource_props):
+            return AutomationCondition.eager()
+        return None
 
     def get_owners(self, dbt_resource_props: Mapping[str, Any]):
         meta = _skewless_meta(dbt_resource_props)

@@ -8,6 +8,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    AutomationCondition,
     Config,
     MaterializeResult,
     asset,
@@ -35,6 +36,7 @@ def online_asset(view: FeatureView) -> AssetsDefinition:
         group_name=ONLINE,
         kinds={"redis"},
         owners=[view.owner] if view.owner else None,
+        automation_condition=AutomationCondition.eager(),
         description=f"Latest values of {view.relation} per {', '.join(view.entity)}, in Redis"
         f"{f' (keys expire after {view.ttl})' if view.ttl else ''}.",
     )

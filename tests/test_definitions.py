@@ -132,3 +132,20 @@ def test_training_set_is_an_asset_downstream_of_the_views_it_pins(defs):
     upstream = graph.get_ancestor_asset_keys(key)
     assert AssetKey(["features", "plane_profile_v1"]) in upstream
     assert AssetKey(["partner", "airport_schedule_load"]) in upstream
+
+
+def test_online_views_and_training_sets_follow_their_feature_views(defs):
+    """Declarative automation: eager conditions on both, evaluated by a running sensor."""
+    spec = {s.key: s for s in defs.resolve_all_asset_specs()}
+    for key in (
+        AssetKey(["online", "carrier_delay_stats_v1"]),
+        AssetKey(["training", "delay_training"]),
+    ):
+        assert spec[key].automation_condition is not None
+        assert spec[key].automation_condition.get_label() == "eager"
+    sensor = defs.resolve_sensor_def("serving_automation_sensor")
+    assert sensor.default_status.value == "RUNNING"
+    targeted = sensor.asset_selection.resolve(defs.resolve_asset_graph())
+    assert AssetKey(["online", "plane_profile_v1"]) in targeted
+    assert AssetKey(["training", "delay_training"]) in targeted
+    assert AssetKey(["features", "plane_profile_v1"]) not in targeted
