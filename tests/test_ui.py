@@ -181,7 +181,5 @@ def test_screenshots_of_the_asset_graph_and_a_feature_view(webserver, tmp_path):
         pytest.skip("chromium is not installed: no screenshots (the GraphQL test still ran)")
     folder = IMG if os.environ.get("SKEWLESS_UPDATE_SCREENSHOTS") else tmp_path
     lineage = "view=lineage&lineageScope=upstream&lineageDepth=4"
-    _screenshot(
-        chromium, f"{webserver}/assets/online/{VIEW}?{lineage}", folder / "asset-graph.png"
-    )
+    _screenshot(chromium, f"{webserver}/assets/online/{VIEW}?{lineage}", folder / "asset-graph.png")
     _screenshot(chromium, f"{webserver}/assets/features/{VIEW}", folder / "feature-view.png")
