@@ -42,6 +42,17 @@ def run(first: date, last: date) -> int:
         log.info(f"run {result.dagster_run.job_name} {result.run_id} succeeded")
     log.info(f"materialized in {datetime.now() - started}")
     summarize(last)
+    from skewless.orchestrate import run_job
+
+    log.info("monitoring: feature drift of the latest week against the training window")
+    monitored = run_job("monitor_features")
+    checks = [e.asset_check_evaluation_data for e in monitored.all_events if e.is_asset_check_evaluation]  # fmt: skip
+    failing = [c.check_name for c in checks if not c.passed]
+    log.info(
+        f"drift: {len(checks)} views checked, {len(failing)} above thresholds"
+        + (f" ({', '.join(failing)})" if failing else "")
+        + "; table monitoring.feature_drift, plot in the UI (monitoring/feature_drift)"
+    )
     return 0
 
 

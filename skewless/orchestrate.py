@@ -96,3 +96,18 @@ def materialize_days(first: date, last: date) -> list:
             if not result.success:
                 break
     return results
+
+
+def run_job(job_name: str):
+    """Run one job of the code location in process against the instance (e.g. monitoring)."""
+    prepare_dagster_home()
+    from dagster import DagsterInstance
+
+    warnings.filterwarnings("ignore", module="dagster")
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    with DagsterInstance.get() as instance, _stdout_to(_run_log()):
+        return (
+            load_definitions()
+            .resolve_job_def(job_name)
+            .execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+        )

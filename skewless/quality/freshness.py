@@ -86,6 +86,10 @@ def human(delta: timedelta | None) -> str:
 
 
 def newest_feature_ts(conn: psycopg.Connection, view: FeatureView) -> datetime | None:
+    """None when the view has no rows, or no table yet (a fresh project before its first build)."""
+    exists = conn.execute("select to_regclass(%s)", (f'"{view.schema}"."{view.table}"',)).fetchone()
+    if exists[0] is None:
+        return None
     return conn.execute(
         sql.SQL("select max({}) from {}").format(
             sql.Identifier(view.ts_column), sql.Identifier(view.schema, view.table)
