@@ -453,8 +453,9 @@ def get_historical_features(
                 query = asof_sql.lateral(view, spine, key_map, "_ts", names, strict=strict)
             columns = _binary_columns(mine)
             if columns is not None:
-                for name, array in _fetch_binary(conn, query, mine, columns, n).items():
-                    result[name] = array
+                fetched_arrays = _fetch_binary(conn, query, mine, columns, n)
+                for name in list(fetched_arrays):  # pandas copies: free each original at once
+                    result[name] = fetched_arrays.pop(name)
                 continue
             fetched = _fetch(conn, _renamed(query, names, mine), mine, n)
             for w in mine:
