@@ -1,6 +1,6 @@
 """The code location: every asset, check, resource, job, schedule and sensor of Skewless."""
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, in_process_executor
 
 from assets.dbt import REGISTRY, dbt_models
 from assets.monitoring import feature_drift
@@ -26,6 +26,10 @@ from sensors.serving_automation_sensor import serving_automation_sensor
 from skewless.config import settings
 
 defs = Definitions(
+    # Steps run in the run's own process: a process per step costs seconds of imports each (a
+    # build has ~60 steps), more than its parallelism saves on a small machine. dbt parallelizes
+    # its models itself (threads in profiles.yml).
+    executor=in_process_executor,
     assets=[
         *raw_assets,
         airport_schedule_load,
