@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from dagster import DagsterEventType, DagsterInstance, build_sensor_context
 
+from skewless import clock
 from skewless.ingest import nycflights
 from skewless.landing import landing_dir, pending_files
 from skewless.landing.replay import drop_day, parse_pace, replay
@@ -70,6 +71,7 @@ def test_a_valid_file_parses_to_the_package_rows(tmp_path):
 
 
 def test_replay_drops_each_day_and_advances_the_clock(tmp_path):
+    clock.clear_replay_clock()  # the state folder outlives a test session; the clock never rewinds
     days = []
     written = replay(D1, D3, 0, root=tmp_path, on_day=lambda d, now: days.append((d, now)))
     assert written == 6
