@@ -82,8 +82,12 @@ def _generate(conn: psycopg.Connection, table: str, entities: int, seed: float) 
         " from generate_series(1, %(n)s) e, generate_series(0, 1) d",
         {"now": NOW, "n": entities},
     )
-    conn.execute(f"analyze {SCHEMA}.{table}")
     conn.commit()
+    # hint bits and the visibility map set now, not by whichever method reads the table first
+    conn.autocommit = True
+    conn.execute(f"vacuum (analyze) {SCHEMA}.{table}")
+    conn.execute("checkpoint")
+    conn.autocommit = False
 
 
 def _reference_load(conn: psycopg.Connection, client: redis.Redis, view: FeatureView) -> int:
@@ -109,14 +113,15 @@ def _reference_load(conn: psycopg.Connection, client: redis.Redis, view: Feature
 
 
 def _clear(client: redis.Redis, pattern: str) -> None:
+    """DEL, not UNLINK: memory is freed now, not by a background thread during the next timing."""
     batch = []
     for key in client.scan_iter(match=pattern, count=10_000):
         batch.append(key)
         if len(batch) >= 10_000:
-            client.unlink(*batch)
+            client.delete(*batch)
             batch.clear()
     if batch:
-        client.unlink(*batch)
+        client.delete(*batch)
 
 
 def _used(client: redis.Redis) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import psycopg
 
 from skewless.registry.model import FeatureView, same_type
+from skewless.registry.store import registered_columns
 
 
 @dataclass(frozen=True)
@@ -56,31 +57,6 @@ def table_columns(conn: psycopg.Connection, schema: str, table: str) -> dict[str
         (schema, table),
     ).fetchall()
     return dict(rows)
-
-
-def registered_columns(conn: psycopg.Connection, view: FeatureView) -> dict[str, str] | None:
-    """The schema the registry holds for this view version, or None if it is not registered."""
-    exists = conn.execute("select to_regclass('features.registry') is not null").fetchone()[0]
-    if not exists:
-        return None
-    row = conn.execute(
-        "select entity, entity_types, ts_column, created_column from features.registry"
-        " where view = %s and version = %s",
-        (view.name, view.version),
-    ).fetchone()
-    if row is None:
-        return None
-    entity, entity_types, ts_column, created_column = row
-    columns = dict(zip(entity, entity_types, strict=True))
-    columns[ts_column] = "timestamptz"
-    columns[created_column] = "timestamptz"
-    for feature, dtype in conn.execute(
-        "select feature, dtype from features.registry_features where view = %s and version = %s"
-        " order by position",
-        (view.name, view.version),
-    ):
-        columns[feature] = dtype
-    return columns
 
 
 def compare(

@@ -34,16 +34,31 @@ def ensure_tables(conn: psycopg.Connection) -> None:
 
 
 def _registered_columns(conn: psycopg.Connection, view: FeatureView) -> dict[str, str] | None:
+    """The registered schema when it differs from the definition ({} when equal, None if new)."""
     row = conn.execute(
-        "select fingerprint, entity, entity_types, ts_column, created_column from features.registry"
+        "select fingerprint from features.registry where view = %s and version = %s",
+        (view.name, view.version),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] == view.fingerprint:
+        return {}
+    return registered_columns(conn, view)
+
+
+def registered_columns(conn: psycopg.Connection, view: FeatureView) -> dict[str, str] | None:
+    """The schema the registry holds for this view version, or None if it is not registered."""
+    exists = conn.execute("select to_regclass('features.registry') is not null").fetchone()[0]
+    if not exists:
+        return None
+    row = conn.execute(
+        "select entity, entity_types, ts_column, created_column from features.registry"
         " where view = %s and version = %s",
         (view.name, view.version),
     ).fetchone()
     if row is None:
         return None
-    fingerprint, entity, entity_types, ts_column, created_column = row
-    if fingerprint == view.fingerprint:
-        return {}
+    entity, entity_types, ts_column, created_column = row
     columns = dict(zip(entity, entity_types, strict=True))
     columns[ts_column] = "timestamptz"
     columns[created_column] = "timestamptz"
