@@ -42,17 +42,8 @@ def run(first: date, last: date) -> int:
         log.info(f"run {result.dagster_run.job_name} {result.run_id} succeeded")
     log.info(f"materialized in {datetime.now() - started}")
     summarize(last)
-    from skewless.orchestrate import run_job
-
     log.info("monitoring: feature drift of the latest week against the training window")
-    monitored = run_job("monitor_features")
-    checks = [e.asset_check_evaluation_data for e in monitored.all_events if e.is_asset_check_evaluation]  # fmt: skip
-    failing = [c.check_name for c in checks if not c.passed]
-    log.info(
-        f"drift: {len(checks)} views checked, {len(failing)} above thresholds"
-        + (f" ({', '.join(failing)})" if failing else "")
-        + "; table monitoring.feature_drift, plot in the UI (monitoring/feature_drift)"
-    )
+    log.info(monitor())
     return 0
 
 
@@ -102,3 +93,16 @@ def summarize(last: date) -> None:
     print(f"\nTraining set (point-in-time SQL, skewless/sql/training_set_example.sql), {day}:")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(frame.drop(columns=["flight_date", "as_of"]).to_string(index=False))
+
+
+def monitor() -> str:
+    """Run the drift monitoring job once; one line saying what it found."""
+    from skewless.orchestrate import run_job
+
+    checks = run_job("monitor_features").get_asset_check_evaluations()
+    failing = [c.check_name for c in checks if not c.passed]
+    return (
+        f"drift: {len(checks)} views checked, {len(failing)} above thresholds"
+        + (f" ({', '.join(failing)})" if failing else "")
+        + "; table monitoring.feature_drift, plot in the UI (monitoring/feature_drift)"
+    )

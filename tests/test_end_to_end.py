@@ -281,3 +281,9 @@ def test_dbt_assets_carry_column_lineage_and_their_real_relation(run):
     assert spec.metadata["dagster/table_name"] == (
         f"{settings().database}.features.carrier_delay_stats_v1"
     )
+
+
+def test_the_demo_monitoring_step_reports_drift_checks(run):
+    from skewless.demo import monitor
+
+    assert monitor().startswith("drift: 6 views checked, ")
