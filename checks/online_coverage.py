@@ -1,16 +1,15 @@
 """Every live entity of a feature view has a key in Redis after its online view is published."""
 
-from datetime import timedelta
-
 from dagster import AssetCheckResult, AssetChecksDefinition, AssetKey, asset_check
 from psycopg import sql
 
 from resources import PostgresResource, RedisResource
 from skewless import clock
+from skewless.online.consistency import EXPIRY_GRACE
 from skewless.online.keys import view_pattern
 from skewless.registry import FeatureView
 
-GRACE = timedelta(minutes=5)
+GRACE = EXPIRY_GRACE
 """Keys expire in wall time while a replay clock stands still: values due to expire within this
 much project time may already be gone, so they are not required."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psycopg
 import redis
@@ -18,6 +18,8 @@ from skewless import clock
 from skewless.online import codec
 from skewless.online.keys import entity_key
 from skewless.registry import FeatureView
+
+EXPIRY_GRACE = timedelta(minutes=5)
 
 
 @dataclass
@@ -73,7 +75,9 @@ def compare_sample(
         alive=alive,
     )
     moment = now or clock.now()
-    oldest = moment - view.ttl if view.ttl else None
+    # keys expire in wall time while a replay clock stands still: a value due to expire within
+    # EXPIRY_GRACE of project time may already be gone, so it is not sampled
+    oldest = moment + EXPIRY_GRACE - view.ttl if view.ttl else None
     rows = conn.execute(query, {"oldest": oldest, "n": sample}).fetchall()
     n_keys = len(view.entity)
     stored = (
