@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -53,13 +55,35 @@ def wall_shift_ms(project_now: datetime) -> int:
 class _Sender:
     """Batches (key, value, expire) triples into script calls; groups by slot on a cluster."""
 
-    def __init__(self, client: redis.Redis, rewrite_equal: bool):
+    def __init__(self, client: redis.Redis, rewrite_equal: bool, *, overlap: bool = False):
         self.script = client.register_script(SCRIPT)
         self.flag = "1" if rewrite_equal else "0"
         self.cluster = isinstance(client, RedisCluster)
         self.keys: list = []
         self.args: list = [self.flag]
         self.written = 0
+        # overlap: while Redis runs one batch's script, the next batch is packed and sent on a
+        # second connection (batch order does not matter: every write is newest-wins)
+        self.pool = ThreadPoolExecutor(2, "online-write") if overlap and not self.cluster else None
+        self.pending: deque[Future] = deque()
+
+    def _call(self, keys: list, args: list) -> None:
+        if self.pool is None:
+            self.written += int(self.script(keys=keys, args=args))
+            return
+        self.pending.append(self.pool.submit(self.script, keys=keys, args=args))
+        while len(self.pending) > 2:
+            self.written += int(self.pending.popleft().result())
+
+    def close(self) -> None:
+        """Wait for every batch sent; the first error of any batch is raised here."""
+        self.flush()
+        try:
+            while self.pending:
+                self.written += int(self.pending.popleft().result())
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
 
     def add(self, key, value, expire: int) -> None:
         self.keys.append(key)
@@ -83,7 +107,7 @@ class _Sender:
         if self.cluster:
             self._flush_by_slot()
         else:
-            self.written += int(self.script(keys=self.keys, args=self.args))
+            self._call(self.keys, self.args)
         self.keys = []
         self.args = [self.flag]
 
@@ -173,7 +197,7 @@ def materialize_view(
         project_now=project_now,
         wall_shift_ms=wall_shift_ms(project_now),
     )
-    sender = _Sender(client, rewrite_equal=mode == "full")
+    sender = _Sender(client, rewrite_equal=mode == "full", overlap=True)
     entities = 0
     conn.commit()  # the snapshot below must start its own transaction
     with conn.transaction():
@@ -184,11 +208,14 @@ def materialize_view(
             cur.itersize = FETCH
             cur.execute(query, params)
             # PostgreSQL fills the next chunk while Redis takes this one
-            for rows in _prefetched(lambda: cur.fetchmany(FETCH)):
-                sender.add_rows(rows)
-                entities += len(rows)
-                if progress:
-                    progress(entities)
+            try:
+                for rows in _prefetched(lambda: cur.fetchmany(FETCH)):
+                    sender.add_rows(rows)
+                    entities += len(rows)
+                    if progress:
+                        progress(entities)
+            finally:
+                sender.close()
     top_created, newest = bounds
     if as_of is None and top_created is not None:
         mark = watermark.Watermark(top_created, newest, entities, run_id)
