@@ -80,14 +80,3 @@ def clear_replay_clock() -> None:
     global _cache
     _replay_file().unlink(missing_ok=True)
     _cache = (-1.0, None)
-
-
-def wall_ms_at(moment: datetime, *, clock_now: datetime | None = None) -> int:
-    """Wall time (Unix ms) at which project time `moment` arrives: how Redis expiry is set.
-
-    The project clock may be a replay clock years behind wall time; a key that must expire when
-    its value is `ttl` old in project time expires after the same duration in wall time.
-    """
-    project_now = clock_now or now()
-    wall_now = datetime.now(UTC)
-    return int((wall_now + (moment - project_now)).timestamp() * 1000)

@@ -39,8 +39,13 @@ def plain(value: object) -> object:
     raise TypeError(f"cannot store a {type(value).__name__} online: {value!r}")
 
 
+def time_hex(moment: datetime) -> str:
+    """One half of the header: 16 hex digits that sort as the instants do."""
+    return f"{micros(moment) + OFFSET_US:016x}"
+
+
 def header(feature_ts: datetime, created_at: datetime) -> str:
-    return f"{micros(feature_ts) + OFFSET_US:016x}{micros(created_at) + OFFSET_US:016x}"
+    return time_hex(feature_ts) + time_hex(created_at)
 
 
 def encode(feature_ts: datetime, created_at: datetime, values: tuple | list) -> bytes:

@@ -17,6 +17,7 @@ from psycopg import sql
 from skewless import clock
 from skewless.online import codec
 from skewless.online.keys import entity_key
+from skewless.online.latest import latest_rows
 from skewless.registry import FeatureView
 
 EXPIRY_GRACE = timedelta(minutes=5)
@@ -55,25 +56,15 @@ def compare_sample(
     max_examples: int = 5,
 ) -> ConsistencyReport:
     """Compare `sample` random live entities (latest value younger than the TTL) with Redis."""
-    keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
-    ts, created = sql.Identifier(view.ts_column), sql.Identifier(view.created_column)
+    ts = sql.Identifier(view.ts_column)
     cols = sql.SQL(", ").join(
-        [*(sql.Identifier(k) for k in view.entity), ts, created]
+        [*(sql.Identifier(k) for k in view.entity), ts, sql.Identifier(view.created_column)]
         + [sql.Identifier(f) for f in view.feature_names]
     )
     alive = sql.SQL("where {} >= %(oldest)s").format(ts) if view.ttl else sql.SQL("")
     query = sql.SQL(
-        "select * from (select distinct on ({keys}) {cols} from {table}"
-        " order by {keys}, {ts} desc, {created} desc) latest {alive}"
-        " order by random() limit %(n)s"
-    ).format(
-        keys=keys,
-        cols=cols,
-        table=sql.Identifier(view.schema, view.table),
-        ts=ts,
-        created=created,
-        alive=alive,
-    )
+        "select {cols} from ({latest}) latest {alive} order by random() limit %(n)s"
+    ).format(cols=cols, latest=latest_rows(view), alive=alive)
     moment = now or clock.now()
     # keys expire in wall time while a replay clock stands still: a value due to expire within
     # EXPIRY_GRACE of project time may already be gone, so it is not sampled

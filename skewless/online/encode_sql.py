@@ -14,6 +14,7 @@ from psycopg import sql
 
 from skewless.errors import DefinitionError
 from skewless.online.codec import OFFSET_US
+from skewless.online.latest import latest_rows
 from skewless.registry import FeatureView
 from skewless.registry.model import normal_type
 
@@ -145,19 +146,13 @@ def encoded_latest_sql(
         ).format(ts=ts)
         alive = sql.SQL("where {ts} >= %(now)s - %(ttl)s").format(ts=ts)
     query = sql.SQL(
-        "with latest as ("
-        " select distinct on ({keys}) * from {table} {where}"
-        " order by {keys}, {ts} desc, {created} desc)"
+        "with latest as ({latest})"
         " select %(prefix)s || {tag} || %(suffix)s,"
         " convert_to({ts_hex} || {created_hex}, 'UTF8') || {values},"
         " {expire}"
         " from latest {alive}"
     ).format(
-        keys=key_list,
-        table=table,
-        where=where,
-        ts=ts,
-        created=created,
+        latest=latest_rows(view, where),
         tag=tag,
         ts_hex=_micros_hex(ts),
         created_hex=_micros_hex(created),

@@ -61,7 +61,7 @@ class _Plan:
 
 
 def _plan(registry: Registry, features: Sequence[str] | None, feature_service: str | None) -> _Plan:
-    cache = registry.__dict__.setdefault("_online_plans", {})
+    cache = registry.online_plans
     cache_key = (tuple(features) if features is not None else None, feature_service)
     plan = cache.get(cache_key)
     if plan is None:

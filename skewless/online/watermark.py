@@ -57,10 +57,6 @@ def marker_key(namespace: str, versioned_view: str) -> str:
     return f"{namespace}:view:{versioned_view}"
 
 
-def ts_hex(moment: datetime) -> str:
-    return codec.header(moment, moment)[:16]
-
-
 @dataclass(frozen=True)
 class Watermark:
     watermark: datetime
@@ -123,7 +119,7 @@ def redis_watermark(client: redis.Redis, namespace: str, versioned_view: str) ->
 
 def write_marker(client: redis.Redis, namespace: str, versioned_view: str, mark: Watermark) -> None:
     newest = mark.newest_feature_ts
-    head = ts_hex(newest) if newest is not None else "0" * 16
+    head = codec.time_hex(newest) if newest is not None else "0" * 16
     body = json.dumps({"watermark": mark.watermark.isoformat(), "run_id": mark.run_id})
     client.eval(ADVANCE_NEWEST, 1, marker_key(namespace, versioned_view), head, body)
 
@@ -131,4 +127,6 @@ def write_marker(client: redis.Redis, namespace: str, versioned_view: str, mark:
 def advance_newest(
     client: redis.Redis, namespace: str, versioned_view: str, newest: datetime
 ) -> None:
-    client.eval(ADVANCE_NEWEST, 1, marker_key(namespace, versioned_view), ts_hex(newest), "")
+    client.eval(
+        ADVANCE_NEWEST, 1, marker_key(namespace, versioned_view), codec.time_hex(newest), ""
+    )

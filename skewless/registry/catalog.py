@@ -21,6 +21,8 @@ class Registry:
             if view.name not in self.latest or view.version > self.latest[view.name].version:
                 self.latest[view.name] = view
         self.services = {s.name: s for s in services or []}
+        self.online_plans: dict = {}
+        """Online reads' resolved feature lists, by request shape (skewless.online.reader)."""
 
     @classmethod
     def from_manifest(cls, path: Path) -> Registry:
