@@ -13,8 +13,14 @@ from skewless.errors import DefinitionError
 _SOURCES = ("models", "macros", "tests", "dbt_project.yml", "profiles.yml")
 
 
+def target_dir() -> Path:
+    """One parse target per database: relations in the manifest name their database, so the
+    demo's and the tests' databases each keep a manifest instead of reparsing at every switch."""
+    return settings().dbt_project_dir / "target" / database_name()
+
+
 def manifest_path() -> Path:
-    return settings().dbt_project_dir / "target" / "manifest.json"
+    return target_dir() / "manifest.json"
 
 
 def _newest_source(project: Path) -> float:
@@ -48,17 +54,11 @@ def database_name() -> str:
     return settings().database
 
 
-def _stamp() -> Path:
-    return manifest_path().with_name(".skewless-database")
-
-
 def ensure_manifest() -> Path:
     """Run `dbt parse` when the manifest is missing or older than any model, macro or test."""
     project = settings().dbt_project_dir
     manifest = manifest_path()
-    stamp = _stamp()
-    same_database = stamp.exists() and stamp.read_text() == database_name()
-    if same_database and manifest.exists() and manifest.stat().st_mtime >= _newest_source(project):
+    if manifest.exists() and manifest.stat().st_mtime >= _newest_source(project):
         return manifest
     dbt = Path(sys.executable).parent / "dbt"
     result = subprocess.run(
@@ -70,6 +70,8 @@ def ensure_manifest() -> Path:
             str(project),
             "--profiles-dir",
             str(project),
+            "--target-path",
+            str(target_dir()),
         ],
         env=dbt_env(),
         capture_output=True,
@@ -77,5 +79,4 @@ def ensure_manifest() -> Path:
     )
     if result.returncode != 0:
         raise DefinitionError(f"dbt parse failed:\n{result.stdout}{result.stderr}")
-    stamp.write_text(database_name())
     return manifest

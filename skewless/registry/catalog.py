@@ -99,8 +99,8 @@ def _cached(path: str, mtime: float) -> Registry:
 def load_registry(manifest: Path | None = None) -> Registry:
     """The registry of the project's manifest, re-read only when the file changes."""
     if manifest is None:
-        from skewless.config import settings
+        from skewless.dbt import manifest_path
 
-        manifest = settings().dbt_project_dir / "target" / "manifest.json"
+        manifest = manifest_path()
     mtime = manifest.stat().st_mtime if manifest.exists() else 0.0
     return _cached(str(manifest), mtime)
