@@ -103,6 +103,18 @@ def _stored(rds, namespace: str, view: FeatureView = VIEW) -> dict[int, tuple | 
     return out
 
 
+def _assert_ttls_follow_feature_ts(rds, namespace: str, view: FeatureView = VIEW) -> None:
+    """Each stored key expires when its own value's TTL ends (NOW is the project clock), also
+    when the script put an older write's victim back."""
+    for key_values in ENTITIES:
+        key = entity_key(namespace, view.versioned_name, key_values)
+        raw = rds.get(key)
+        if raw is None:
+            continue
+        left_ms = (codec.decode_times(raw)[0] + view.ttl - NOW) / timedelta(milliseconds=1)
+        assert abs(rds.pttl(key) - left_ms) < 3000, (key, rds.pttl(key), left_ms)
+
+
 def _oracle(writes: list[tuple]) -> dict[int, tuple | None]:
     """Brute force: per entity the greatest (feature_ts, created_at)."""
     best: dict[int, tuple] = {}
@@ -147,6 +159,7 @@ def test_batches_and_pushes_in_any_order_end_with_the_newest(pg, rds, namespace,
         assert {i: v and v[:2] for i, v in stored.items()} == {
             i: v and v[:2] for i, v in expected.items()
         }
+        _assert_ttls_follow_feature_ts(rds, ns, view)
     finally:
         pg.rollback()
         pg.execute(f"drop table if exists {view.relation}")
@@ -165,6 +178,25 @@ def test_newest_wins_for_any_order_and_batching_of_pushes(rds, namespace, writes
         write_rows(rds, ns, VIEW, [_row(*w) for w in writes[start : start + size]], now=NOW)
         start += size
     assert _stored(rds, ns) == _oracle(writes)
+    _assert_ttls_follow_feature_ts(rds, ns)
+
+
+def test_an_older_write_leaves_the_newer_value_and_its_expiry(rds, namespace):
+    """The script writes first and puts the stored value back when it is newer: byte for byte,
+    with the expiry its own feature_ts gives (or none, for a view without TTL)."""
+    key = entity_key(namespace, VIEW.versioned_name, ENTITIES[0])
+    assert write_rows(rds, namespace, VIEW, [_row(0, 4, 1, 40)], now=NOW).written == 1
+    newer, ttl = rds.get(key), rds.pttl(key)
+    for older in (_row(0, 1, 3, 10), _row(0, 4, 0, 41), _row(0, 4, 1, 42)):  # older, tie: kept
+        assert write_rows(rds, namespace, VIEW, [older], now=NOW).written == 0
+        assert rds.get(key) == newer
+        assert abs(rds.pttl(key) - ttl) < 1000
+    assert abs(ttl - timedelta(hours=5) / timedelta(milliseconds=1)) < 1000  # 04:00 + 3 h - NOW
+    no_ttl = replace(VIEW, ttl=None, name="toy_no_ttl")
+    key = entity_key(namespace, no_ttl.versioned_name, ENTITIES[0])
+    write_rows(rds, namespace, no_ttl, [_row(0, 4, 1, 40)], now=NOW)
+    assert write_rows(rds, namespace, no_ttl, [_row(0, 1, 0, 10)], now=NOW).written == 0
+    assert codec.decode_values(rds.get(key))[0] == 40 and rds.pttl(key) == -1
 
 
 def test_concurrent_writers_end_with_the_newest(rds, namespace):

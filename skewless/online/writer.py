@@ -34,6 +34,9 @@ SCRIPT = resources.files("skewless.online").joinpath("newest_wins.lua").read_tex
 BATCH = 1000
 """Entities per script call: big enough to amortize round trips, small enough not to block Redis."""
 FETCH = 20_000
+"""Rows per fetch once running; the first fetches are smaller so Redis starts while PostgreSQL
+is still encoding (at 10k entities one big fetch left the two working one after the other)."""
+FIRST_FETCH = BATCH
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,22 @@ def wall_shift_ms(project_now: datetime) -> int:
 class _Sender:
     """Batches (key, value, expire) triples into script calls; groups by slot on a cluster."""
 
-    def __init__(self, client: redis.Redis, rewrite_equal: bool, *, overlap: bool = False):
+    def __init__(
+        self,
+        client: redis.Redis,
+        rewrite_equal: bool,
+        ttl: timedelta | None,
+        shift_ms: int,
+        *,
+        overlap: bool = False,
+    ):
         self.script = client.register_script(SCRIPT)
-        self.flag = "1" if rewrite_equal else "0"
+        ttl_us = 0 if ttl is None else ttl // timedelta(microseconds=1)
+        # the script's leading arguments (see newest_wins.lua), then (value, expire) per key
+        self.head = ["1" if rewrite_equal else "0", ttl_us, shift_ms]
         self.cluster = isinstance(client, RedisCluster)
         self.keys: list = []
-        self.args: list = [self.flag]
+        self.args: list = list(self.head)
         self.written = 0
         # overlap: while Redis runs one batch's script, the next batch is packed and sent on a
         # second connection (batch order does not matter: every write is newest-wins)
@@ -98,7 +111,7 @@ class _Sender:
         for start in range(0, len(rows), BATCH):
             chunk = rows[start : start + BATCH]
             self.keys = [r[0] for r in chunk]
-            self.args = [self.flag, *chain.from_iterable((r[1], r[2]) for r in chunk)]
+            self.args = [*self.head, *chain.from_iterable((r[1], r[2]) for r in chunk)]
             self.flush()
 
     def flush(self) -> None:
@@ -109,14 +122,15 @@ class _Sender:
         else:
             self._call(self.keys, self.args)
         self.keys = []
-        self.args = [self.flag]
+        self.args = list(self.head)
 
     def _flush_by_slot(self) -> None:
         groups: dict[int, tuple[list, list]] = {}
+        first = len(self.head)
         for i, key in enumerate(self.keys):
-            keys, args = groups.setdefault(key_slot(_bytes(key)), ([], [self.flag]))
+            keys, args = groups.setdefault(key_slot(_bytes(key)), ([], list(self.head)))
             keys.append(key)
-            args.extend(self.args[1 + 2 * i : 3 + 2 * i])
+            args.extend(self.args[first + 2 * i : first + 2 + 2 * i])
         for keys, args in groups.values():
             self.written += int(self.script(keys=keys, args=args))
 
@@ -141,7 +155,7 @@ def write_rows(
     shift = wall_shift_ms(project_now)
     oldest = project_now - view.ttl if view.ttl is not None else None
     n_keys = len(view.entity)
-    sender = _Sender(client, rewrite_equal=False)
+    sender = _Sender(client, rewrite_equal=False, ttl=view.ttl, shift_ms=shift)
     entities = 0
     newest: datetime | None = None
     for row in rows:
@@ -189,15 +203,13 @@ def materialize_view(
     watermark.ensure_table(conn)
     previous = watermark.read(conn, view.name, view.version, namespace)
     mode, reason, since = _mode(client, namespace, view, previous, as_of, full_refresh)
+    shift = wall_shift_ms(project_now)
     query, params = encoded_latest_sql(
-        view,
-        namespace,
-        as_of=as_of,
-        since=since,
-        project_now=project_now,
-        wall_shift_ms=wall_shift_ms(project_now),
+        view, namespace, as_of=as_of, since=since, project_now=project_now, wall_shift_ms=shift
     )
-    sender = _Sender(client, rewrite_equal=mode == "full", overlap=True)
+    sender = _Sender(
+        client, rewrite_equal=mode == "full", ttl=view.ttl, shift_ms=shift, overlap=True
+    )
     entities = 0
     conn.commit()  # the snapshot below must start its own transaction
     with conn.transaction():
@@ -208,8 +220,9 @@ def materialize_view(
             cur.itersize = FETCH
             cur.execute(query, params)
             # PostgreSQL fills the next chunk while Redis takes this one
+            sizes = _growing(FIRST_FETCH, FETCH)
             try:
-                for rows in _prefetched(lambda: cur.fetchmany(FETCH)):
+                for rows in _prefetched(lambda: cur.fetchmany(next(sizes))):
                     sender.add_rows(rows)
                     entities += len(rows)
                     if progress:
@@ -224,6 +237,13 @@ def materialize_view(
     elif newest is not None:
         watermark.advance_newest(client, namespace, view.versioned_name, newest)
     return WriteResult(entities, sender.written, mode, reason)
+
+
+def _growing(first: int, most: int) -> Iterator[int]:
+    size = first
+    while True:
+        yield size
+        size = min(size * 2, most)
 
 
 def _prefetched(fetch: Callable[[], list]) -> Iterator[list]:
