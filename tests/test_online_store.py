@@ -437,9 +437,10 @@ def test_postgres_and_python_encode_every_value_alike(pg, rds, namespace, rows):
             Feature("b", "boolean", ""),
             Feature("t", "timestamptz", ""),
         ),
-        ttl=None,
+        ttl=timedelta(days=36_500),  # every generated instant is alive at NOW: expiries compare
     )
-    full = [(f"k{i}", T0, t, n, x, s, b, t) for i, (n, x, s, b, t) in enumerate(rows)]
+    # feature_ts and created_at span 1960-2030: before and after both epochs (1970 and 2000)
+    full = [(f"k{i}", t, t, n, x, s, b, t) for i, (n, x, s, b, t) in enumerate(rows)]
     pg.execute(f"create schema if not exists {SCHEMA}")
     pg.execute(
         f"create table {view.relation} (k text, feature_ts timestamptz, created_at timestamptz,"
@@ -462,6 +463,9 @@ def test_postgres_and_python_encode_every_value_alike(pg, rds, namespace, rows):
             a, b = codec.decode_values(from_sql), codec.decode_values(from_py)
             assert [type(v) for v in a] == [type(v) for v in b], (a, b)
             assert [_same(u, v) for u, v in zip(a, b, strict=True)] == [True] * 5, (a, b)
+            sql_ttl = rds.pttl(entity_key(sql_ns, view.versioned_name, row[:1]))
+            py_ttl = rds.pttl(entity_key(py_ns, view.versioned_name, row[:1]))
+            assert abs(sql_ttl - py_ttl) < 1000, (row, sql_ttl, py_ttl)
     finally:
         pg.rollback()
         pg.execute(f"drop table if exists {view.relation}")

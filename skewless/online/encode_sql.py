@@ -8,7 +8,7 @@ decodes both and compares them.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from psycopg import sql
 
@@ -31,10 +31,22 @@ def _key_part(column: str) -> sql.Composable:
     return escaped
 
 
-def _micros_hex(column: sql.Composable) -> sql.Composable:
-    return sql.SQL("lpad(to_hex((extract(epoch from {}) * 1000000)::bigint + {}), 16, '0')").format(
-        column, sql.Literal(OFFSET_US)
+_EPOCH_2000_US = 946_684_800_000_000  # PostgreSQL counts microseconds from 2000-01-01
+
+
+def _micros(column: sql.Composable) -> sql.Composable:
+    """Exact microseconds since 1970 as bigint, read from the binary form (integer microseconds
+    since 2000): a third of the cost of the numeric `extract(epoch ...)` on every entity."""
+    return sql.SQL("(('x' || encode(timestamptz_send({}), 'hex'))::bit(64)::bigint + {})").format(
+        column, sql.Literal(_EPOCH_2000_US)
     )
+
+
+def _header(ts: sql.Composable, created: sql.Composable) -> sql.Composable:
+    """`codec.header`: both instants as 16 hex digits of microseconds + 2^62."""
+    return sql.SQL(
+        "convert_to(encode(int8send({} + {o}) || int8send({} + {o}), 'hex'), 'UTF8')"
+    ).format(_micros(ts), _micros(created), o=sql.Literal(OFFSET_US))
 
 
 def _iso(column: sql.Composable, with_zone: bool) -> sql.Composable:
@@ -141,21 +153,19 @@ def encoded_latest_sql(
     if view.ttl is None:
         expire, alive = sql.SQL("0::bigint"), sql.SQL("")
     else:
-        expire = sql.SQL(
-            "floor(extract(epoch from {ts} + %(ttl)s) * 1000)::bigint + %(shift)s"
-        ).format(ts=ts)
+        # a live value's expiry is after 1970, so integer division is the floor
+        expire = sql.SQL("({us} + %(ttl_us)s) / 1000 + %(shift)s").format(us=_micros(ts))
         alive = sql.SQL("where {ts} >= %(now)s - %(ttl)s").format(ts=ts)
     query = sql.SQL(
         "with latest as ({latest})"
         " select %(prefix)s || {tag} || %(suffix)s,"
-        " convert_to({ts_hex} || {created_hex}, 'UTF8') || {values},"
+        " {header} || {values},"
         " {expire}"
         " from latest {alive}"
     ).format(
         latest=latest_rows(view, where),
         tag=tag,
-        ts_hex=_micros_hex(ts),
-        created_hex=_micros_hex(created),
+        header=_header(ts, created),
         values=values,
         expire=expire,
         alive=alive,
@@ -166,6 +176,7 @@ def encoded_latest_sql(
         "prefix": f"{namespace}:{{",
         "suffix": f"}}:{view.versioned_name}",
         "ttl": view.ttl,
+        "ttl_us": None if view.ttl is None else view.ttl // timedelta(microseconds=1),
         "now": project_now,
         "shift": wall_shift_ms,
     }
