@@ -435,7 +435,7 @@ def _timed_with_load(
     return samples, other, {"this": d[1], "server": d[2], "redis": d[3]}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="1,2", help="worker counts to try (default 1,2)")
     parser.add_argument("--entities", type=int, default=10_000)
@@ -446,7 +446,7 @@ def main() -> int:
     parser.add_argument(
         "--no-coalesce", action="store_true", help="serve each request with its own Redis read"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.no_coalesce:
         os.environ[COALESCE_ENV] = "0"
     worker_counts = [int(w) for w in args.workers.split(",")]

@@ -15,8 +15,10 @@ in PostgreSQL database `skewless_bench`, schema `bench_online`:
   against raw `HMGET` (1 entity) and pipelined `HMGET` (100 entities; 3 views) on the reference
   hashes, with ratios. Skewless reads through the client `FeatureStore` uses (`FastRedis`: MGET
   without redis-py's generic command path); the references use plain redis-py, as users would.
+- then HTTP serving with `bench/http_serving.py`'s defaults (p50/p99 from one client, requests/s
+  from concurrent clients, 1 and 2 workers), so one run gives every figure; `--no-http` skips it.
 
-    .venv/bin/python bench/online.py [--scales 10k,1M] [--reads 5000]
+    .venv/bin/python bench/online.py [--scales 10k,1M] [--reads 5000] [--no-http]
 
 Redis and PostgreSQL are the embedded servers (or those named by the environment); the
 benchmark's keys live under the namespace `bench-online*` and are deleted at the end.
@@ -287,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scales", default="10k,1M")
     parser.add_argument("--reads", type=int, default=5000)
+    parser.add_argument(
+        "--no-http", action="store_true", help="skip the HTTP part (bench/http_serving.py)"
+    )
     args = parser.parse_args(argv)
     sizes = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000}
     svc = services()
@@ -303,7 +308,12 @@ def main(argv: list[str] | None = None) -> int:
             conn.rollback()
             conn.execute(f"drop schema {SCHEMA} cascade")
             conn.commit()
-    return 0
+    if args.no_http:
+        return 0
+    print("\n== HTTP serving (bench/http_serving.py, defaults)", flush=True)
+    import http_serving  # this folder is on sys.path when the bench runs as a script
+
+    return http_serving.main([])
 
 
 if __name__ == "__main__":
