@@ -277,6 +277,15 @@ def test_a_full_refresh_repairs_a_damaged_value_but_never_replaces_a_newer_one(
     assert _stored(rds, namespace, table)[0][2] == 5 and _stored(rds, namespace, table)[1][2] == 77
 
 
+@pytest.mark.parametrize("stored", [b"zz" * 40, b"4" * 31, b"\xff" * 40, b""])
+def test_a_value_without_a_well_formed_header_is_replaced_by_any_write(rds, namespace, stored):
+    """It has no version to compare, so it cannot win; nor may it make the script fail."""
+    key = entity_key(namespace, VIEW.versioned_name, ENTITIES[0])
+    rds.set(key, stored)
+    assert write_rows(rds, namespace, VIEW, [_row(0, 1, 0, 10)], now=NOW).written == 1
+    assert _stored(rds, namespace)[0] == (T0 + timedelta(hours=1), T0, 10)
+
+
 def test_a_run_that_dies_midway_publishes_nothing_wrong_and_its_retry_completes(
     pg, rds, namespace, table
 ):

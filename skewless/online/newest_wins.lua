@@ -41,7 +41,10 @@ for i, key in ipairs(KEYS) do
   if old then
     local head = string.sub(old, 1, 32)
     local new_head = string.sub(new, 1, 32)
-    if head > new_head or (head == new_head and not rewrite_equal) then
+    -- a stored value without a well-formed header has no version: it is damaged, and the new
+    -- value replaces it
+    if (head > new_head or (head == new_head and not rewrite_equal))
+      and string.len(head) == 32 and not string.find(head, '[^0-9a-f]') then
       kept = true
       if ttl_us == 0 then
         redis.call('SET', key, old)
