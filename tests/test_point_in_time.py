@@ -4,6 +4,7 @@ brute-force oracle agree on random data full of edge cases; no future value can 
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -72,8 +73,13 @@ feature_rows = st.lists(
         st.sampled_from(KEYS),
         st.integers(0, 12),  # feature_ts step: few values, so ties are common
         st.sampled_from([timedelta(0), timedelta(minutes=10), timedelta(hours=3)]),  # created later
-        st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)),
-        st.one_of(st.none(), st.sampled_from(["p", "q", "ünï"])),
+        st.one_of(
+            st.none(),
+            st.floats(-1e6, 1e6, allow_nan=False),
+            st.sampled_from([math.nan, math.inf, -math.inf]),
+        ),
+        # the view has a text feature, so it downloads as CSV: "" and "NaN" must stay strings
+        st.one_of(st.none(), st.sampled_from(["p", "q", "ünï", "", "NaN", '"a,b"\n'])),
     ),
     max_size=30,
     unique_by=lambda r: (r[0], r[1], r[2]),  # identical (key, feature_ts, created_at) has no winner
@@ -183,7 +189,7 @@ def test_every_path_equals_the_oracle(toy, rows, spine, zone, use_ttl):
                     assert pd.isna(x) and pd.isna(s)
                 else:
                     want_x, want_s = table[rid][3], table[rid][4]
-                    assert (pd.isna(x) and want_x is None) or x == want_x
+                    assert (pd.isna(x) and (want_x is None or math.isnan(want_x))) or x == want_x
                     assert (pd.isna(s) and want_s is None) or s == want_s
             # no future value: the chosen row was true (and, strict, known) at T
             for rid, (_, t) in zip(got, keyed, strict=True):
@@ -303,7 +309,8 @@ TYPED = FeatureView(
 
 @pytest.fixture(scope="module")
 def typed(toy):
-    """A view with an integer key and every fixed-width feature type, NULLs in each."""
+    """A view with an integer key and every fixed-width feature type, NULLs in each; NaN and
+    infinities in the floats."""
     with psycopg.connect(toy, autocommit=True) as conn:
         conn.execute(
             "create table pit_test.typed (e bigint, ts timestamptz, created timestamptz,"
@@ -319,9 +326,13 @@ def typed(toy):
                         else i * 1000003 end,
                    case when i %% 6 = 0 then null else -i end,
                    case when i %% 4 = 0 then null else i %% 300 end,
-                   case when i %% 9 = 0 then null else i / 7.0 - 3 end,
-                   case when i %% 8 = 0 then null else (i * 0.1)::real end,
-                   case when i %% 10 = 0 then null else round(i / 3.0, 4) end,
+                   case when i %% 9 = 0 then null when i %% 13 = 0 then 'NaN'
+                        when i %% 17 = 0 then 'Infinity' when i %% 19 = 0 then '-Infinity'
+                        else i / 7.0 - 3 end,
+                   case when i %% 8 = 0 then null when i %% 23 = 0 then 'NaN'
+                        else (i * 0.1)::real end,
+                   case when i %% 10 = 0 then null when i %% 29 = 0 then 'NaN'
+                        else round(i / 3.0, 4) end,
                    case when i %% 3 = 0 then null else i %% 2 = 0 end
             from generate_series(0, 2000) i
             """,

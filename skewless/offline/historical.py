@@ -268,11 +268,15 @@ def _fetch(
             names=names,
             dtype={"_row": "int64", **{c: t for c, t in dtypes.items() if t != "boolean"}},
             keep_default_na=False,
-            na_values=[""],
+            # an unquoted empty field is NULL; PostgreSQL writes a float's NaN as NaN, which
+            # only float columns may read as missing (a text feature may hold the word)
+            na_values={c: ["", "NaN"] if t == "float64" else [""] for c, t in dtypes.items()},
         )
     for column, dtype in dtypes.items():
         if dtype == "boolean":
             frame[column] = frame[column].map({"t": True, "f": False}).astype("boolean")
+        elif dtype == "object":  # drop `_renamed`'s mark: "=" is an empty string, NULL stays NA
+            frame[column] = frame[column].str.slice(len(_TEXT_MARK))
     if len(frame) != n:
         raise RuntimeError(f"as-of join returned {len(frame)} rows for {n} entity rows")
     return frame.sort_values("_row").drop(columns="_row").reset_index(drop=True)
@@ -471,11 +475,24 @@ def get_historical_features(
 
 
 def _renamed(query: sql.Composable, names: list[str], mine: list[ServiceFeature]) -> sql.Composed:
+    """The query's columns under the requested names; text-like values get a `_TEXT_MARK` prefix,
+    because CSV (as pandas reads it) cannot tell an empty string from NULL."""
     cols = sql.SQL(", ").join(
-        sql.SQL("q.{} as {}").format(sql.Identifier(n), sql.Identifier(w.name))
+        sql.SQL("{}q.{} as {}").format(
+            sql.SQL("{} || ").format(sql.Literal(_TEXT_MARK)) if _is_text(w) else sql.SQL(""),
+            sql.Identifier(n),
+            sql.Identifier(w.name),
+        )
         for n, w in zip(names, mine, strict=True)
     )
     return sql.SQL("select q._row, {} from ({}) q").format(cols, query)
+
+
+_TEXT_MARK = "="
+
+
+def _is_text(w: ServiceFeature) -> bool:
+    return _PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object") == "object"
 
 
 def _estimated_rows(conn: psycopg.Connection, view: FeatureView) -> int:
