@@ -56,18 +56,23 @@ _ERROR = {
 }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
 def _json(schema_ref: str, description: str) -> dict[str, Any]:
     return {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
     }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json("Error", description)
+
+
+_STR = {"type": "string"}
+
+
+def _list_of(**properties: dict) -> dict[str, Any]:
+    """An array of objects with these properties."""
+    return {"type": "array", "items": {"type": "object", "properties": properties}}
 
 
 def spec(max_body_bytes: int, max_entities: int) -> dict[str, Any]:
@@ -242,55 +247,25 @@ def spec(max_body_bytes: int, max_entities: int) -> dict[str, Any]:
                     "type": "object",
                     "required": ["views", "services"],
                     "properties": {
-                        "views": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "version": {"type": "integer"},
-                                    "versioned_name": {"type": "string"},
-                                    "latest": {"type": "boolean"},
-                                    "entity": {"type": "array", "items": {"type": "string"}},
-                                    "ttl_seconds": {"type": ["number", "null"]},
-                                    "stale_policy": {"type": "string"},
-                                    "owner": {"type": "string"},
-                                    "description": {"type": "string"},
-                                    "features": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {
-                                                "name": {"type": "string"},
-                                                "reference": {"type": "string"},
-                                                "dtype": {"type": "string"},
-                                                "description": {"type": "string"},
-                                            },
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                        "services": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "description": {"type": "string"},
-                                    "features": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {
-                                                "name": {"type": "string"},
-                                                "reference": {"type": "string"},
-                                            },
-                                        },
-                                    },
-                                },
-                            },
-                        },
+                        "views": _list_of(
+                            name=_STR,
+                            version={"type": "integer"},
+                            versioned_name=_STR,
+                            latest={"type": "boolean"},
+                            entity={"type": "array", "items": _STR},
+                            ttl_seconds={"type": ["number", "null"]},
+                            stale_policy=_STR,
+                            owner=_STR,
+                            description=_STR,
+                            features=_list_of(
+                                name=_STR, reference=_STR, dtype=_STR, description=_STR
+                            ),
+                        ),
+                        "services": _list_of(
+                            name=_STR,
+                            description=_STR,
+                            features=_list_of(name=_STR, reference=_STR),
+                        ),
                     },
                 },
                 "Health": {
