@@ -10,30 +10,11 @@
     Returns the sampled rows where any value differs (floats within 1e-9 relative).
 #}
 {% macro delay_windows_recomputed(relation, keys, severe=false, flight_count_30d=true) %}
-{%- set key_list = keys | join(', ') -%}
 with
 
-features as (
-    select
-        *,
-        row_number() over (order by {{ key_list }}, feature_ts) as row_num,
-        count(*) over () as n_rows
-    from {{ relation }}
-),
+{{ sampled_feature_rows(relation, keys) }},
 
-sampled as (
-    select * from features
-    -- about 300 rows spread evenly over the keys, every row of a small table
-    where (row_num - 1) % greatest(1, n_rows / 300) = 0
-),
-
-departed as (
-    select
-        *,
-        time_hour + minute * interval '1 minute' + dep_delay * interval '1 minute' as dep_at
-    from {{ source('raw', 'flights') }}
-    where dep_delay is not null
-),
+{{ departed_flights() }},
 
 -- every departed flight of the entity in the 30-day window, joined row by row (a range join
 -- rather than a correlated subquery per row: same brute force, but the planner can hash on the key)

@@ -8,19 +8,7 @@
 
 with
 
-features as (
-    select
-        *,
-        row_number() over (order by origin, feature_ts) as row_num,
-        count(*) over () as n_rows
-    from {{ ref('origin_weather', v=1) }}
-),
-
-sampled as (
-    select * from features
-    -- about 300 rows spread evenly over the keys, every row of a small table
-    where (row_num - 1) % greatest(1, n_rows / 300) = 0
-),
+{{ sampled_feature_rows(ref('origin_weather', v=1), ['origin']) }},
 
 brute_force as (
     select

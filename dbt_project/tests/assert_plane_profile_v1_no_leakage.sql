@@ -9,27 +9,9 @@
 
 with
 
-features as (
-    select
-        *,
-        row_number() over (order by tailnum, feature_ts) as row_num,
-        count(*) over () as n_rows
-    from {{ ref('plane_profile', v=1) }}
-),
+{{ sampled_feature_rows(ref('plane_profile', v=1), ['tailnum']) }},
 
-sampled as (
-    select * from features
-    -- about 300 rows spread evenly over the keys, every row of a small table
-    where (row_num - 1) % greatest(1, n_rows / 300) = 0
-),
-
-departed as (
-    select
-        *,
-        time_hour + minute * interval '1 minute' + dep_delay * interval '1 minute' as dep_at
-    from {{ source('raw', 'flights') }}
-    where dep_delay is not null
-),
+{{ departed_flights() }},
 
 -- every departed flight of the plane in the 8-day window, joined row by row (a range join rather
 -- than a correlated subquery per row: same brute force, but the planner can hash on tailnum)
