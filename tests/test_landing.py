@@ -108,7 +108,7 @@ def _defs():
 
 def _evaluate(instance, cursor=None):
     defs = _defs()
-    sensor = defs.get_sensor_def("landing_sensor")
+    sensor = defs.resolve_sensor_def("landing_sensor")
     context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
     result = sensor.evaluate_tick(context)
     return result.run_requests, result.cursor
