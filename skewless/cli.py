@@ -106,13 +106,14 @@ def _features_list(_: argparse.Namespace) -> int:
 
     with _connect() as conn:
         rows = discovery.list_views(conn)
+    width = max([len("view"), *(len(r["view"]) for r in rows)])
     print(
-        f"{'view':<28} {'ver':>3}  {'kind':<8} {'entity':<14} {'feat':>4}  {'owner':<28} {'offline':<24} online"
+        f"{'view':<{width}} {'ver':>3}  {'kind':<8} {'entity':<14} {'feat':>4}  {'owner':<28} {'offline':<24} online"
     )
     for r in rows:
         retired = "  (retired)" if r["retired_at"] else ""
         print(
-            f"{r['view']:<28} {'v' + str(r['version']):>3}  {r['kind']:<8} {', '.join(r['entity']):<14} "
+            f"{r['view']:<{width}} {'v' + str(r['version']):>3}  {r['kind']:<8} {', '.join(r['entity']):<14} "
             f"{r['features']:>4}  {r['owner']:<28} {_when(r['offline_at']):<24} {_when(r['online_at'])}{retired}"
         )
     return 0
@@ -157,10 +158,10 @@ def _features_search(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no feature mentions {args.text!r}")
         return 1
-    for r in rows:
-        print(
-            f"{r['view']}_v{r['version']}:{r['feature']:<24} {r['dtype']:<18} {r['owner']:<28} {r['description'].strip()}"
-        )
+    refs = [f"{r['view']}_v{r['version']}:{r['feature']}" for r in rows]
+    width = max(map(len, refs))
+    for ref, r in zip(refs, rows, strict=True):
+        print(f"{ref:<{width}}  {r['dtype']:<18} {r['owner']:<28} {r['description'].strip()}")
     return 0
 
 
@@ -229,8 +230,11 @@ def parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", type=_day, required=True, help="first day")
     backfill.add_argument("--end", type=_day, required=True, help="last day")
     backfill.set_defaults(fn=_backfill)
-    features = sub.add_parser("features", help="discover feature views and features (the registry)")
-    fsub = features.add_subparsers(dest="features_command", required=True)
+    features = sub.add_parser(
+        "features", help="discover feature views and features (the registry); default: list"
+    )
+    features.set_defaults(fn=_features_list)
+    fsub = features.add_subparsers(dest="features_command")
     fsub.add_parser(
         "list", help="every view version: entity, owner, last materializations"
     ).set_defaults(fn=_features_list)

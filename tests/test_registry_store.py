@@ -120,6 +120,11 @@ def test_cli_lists_describes_and_searches(materialized):
     listed = _cli("features", "list")
     assert listed.returncode == 0, listed.stderr
     assert "route_delay_stats" in listed.stdout and "origin, dest" in listed.stdout
+    assert _cli("features").stdout == listed.stdout  # list is the default
+    # columns line up whatever the names' lengths: every version column starts where "ver" does
+    header, *lines = listed.stdout.splitlines()
+    column = header.index("ver")
+    assert all(line[column : column + 3].strip().startswith("v") for line in lines), lines
     described = _cli("features", "describe", "airport_schedule_load")
     assert described.returncode == 0, described.stderr
     assert "external: partner.airport_schedule_load" in described.stdout
