@@ -57,7 +57,8 @@ def svc():
     import redis
 
     client = redis.Redis.from_url(found.redis_url)
-    keys = list(client.scan_iter(match=f"{os.environ['SKEWLESS_NAMESPACE']}:*", count=10_000))
+    # the session's namespace and the per-test ones beneath it (`namespace` fixture: `<ns>-<id>`)
+    keys = list(client.scan_iter(match=f"{os.environ['SKEWLESS_NAMESPACE']}*", count=10_000))
     for start in range(0, len(keys), 1000):
         client.delete(*keys[start : start + 1000])
     if _EXTERNAL_PG:
