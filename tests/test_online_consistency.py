@@ -56,8 +56,8 @@ def test_a_corrupted_redis_value_fails_the_consistency_check(materialized, pg, r
     assert any("missing in Redis" in e for e in report.examples)
 
 
-def test_pushes_reach_readers_and_bad_rows_write_nothing(materialized, svc):
-    store = FeatureStore(svc.postgres_url, svc.redis_url, f"push-{uuid.uuid4().hex[:6]}")
+def test_pushes_reach_readers_and_bad_rows_write_nothing(materialized, svc, namespace):
+    store = FeatureStore(svc.postgres_url, svc.redis_url, namespace)
     view = store.registry.view("carrier_delay_stats")
     now = clock.now()
     row = {
