@@ -255,9 +255,7 @@ def _fetch(
 ) -> pd.DataFrame:
     """Run `select _row, <features>` with COPY out; returns columns in input-row order."""
     names = ["_row", *(w.name for w in wanted)]
-    dtypes = {
-        w.name: _PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object") for w in wanted
-    }
+    dtypes = {w.name: _pandas_type(w) for w in wanted}
     with (
         conn.cursor() as cur,
         cur.copy(sql.SQL("copy ({}) to stdout with (format csv)").format(query)) as copy,
@@ -296,7 +294,7 @@ def _binary_columns(mine: list[ServiceFeature]) -> list[tuple[str, str]] | None:
     """
     out = []
     for w in mine:
-        dtype = _PANDAS_TYPES.get(w.view.columns.get(w.feature, ""))
+        dtype = _pandas_type(w)
         col = sql.SQL("q.{}").format(sql.Identifier(w.feature))
         if dtype == "float64":
             # real via its shortest text: the float64 nearest the printed value, as the CSV path
@@ -422,7 +420,7 @@ def get_historical_features(
     if len(entity_df) == 0:
         for w in wanted:
             result[w.name] = pd.Series(
-                dtype=_PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object"),
+                dtype=_pandas_type(w),
                 index=entity_df.index,
             )
         return result
@@ -479,7 +477,9 @@ def _renamed(query: sql.Composable, names: list[str], mine: list[ServiceFeature]
     because CSV (as pandas reads it) cannot tell an empty string from NULL."""
     cols = sql.SQL(", ").join(
         sql.SQL("{}q.{} as {}").format(
-            sql.SQL("{} || ").format(sql.Literal(_TEXT_MARK)) if _is_text(w) else sql.SQL(""),
+            sql.SQL("{} || ").format(sql.Literal(_TEXT_MARK))
+            if _pandas_type(w) == "object"
+            else sql.SQL(""),
             sql.Identifier(n),
             sql.Identifier(w.name),
         )
@@ -491,8 +491,9 @@ def _renamed(query: sql.Composable, names: list[str], mine: list[ServiceFeature]
 _TEXT_MARK = "="
 
 
-def _is_text(w: ServiceFeature) -> bool:
-    return _PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object") == "object"
+def _pandas_type(w: ServiceFeature) -> str:
+    """The dtype a feature's column gets; "object" (text, timestamps) travels as marked text."""
+    return _PANDAS_TYPES.get(w.view.columns.get(w.feature, ""), "object")
 
 
 def _estimated_rows(conn: psycopg.Connection, view: FeatureView) -> int:
