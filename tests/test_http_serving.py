@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import jsonschema
 import orjson
@@ -253,17 +253,24 @@ def test_integer_entity_keys_and_empty_entity_list(server):
     assert got["columns"] == {"carrier": [], "typed_v1:i": []}
 
 
-def test_stale_policy_error_is_409(server, svc, http_namespace):
+def _reader_refuses_stale(svc, namespace: str) -> datetime:
+    """A time at which `strict:y` is stale: the reader itself refuses it there, so the server
+    must too."""
     later = project_now() + timedelta(days=3)
-    with pytest.raises(StaleValueError):  # the reader itself refuses, so the server must too
+    with pytest.raises(StaleValueError):
         get_online_features(
             redis_client(svc.redis_url),
             REGISTRY,
-            http_namespace,
+            namespace,
             [{"carrier": "UA"}],
             ["strict:y"],
             now=later,
         )
+    return later
+
+
+def test_stale_policy_error_is_409(server, svc, http_namespace):
+    later = _reader_refuses_stale(svc, http_namespace)
     answer = _get(
         server,
         {"entities": [{"carrier": "UA"}], "features": ["strict:y"], "now": later.isoformat()},
@@ -698,16 +705,7 @@ def test_concurrent_requests_share_one_read_and_each_gets_its_own_rows(svc, http
 
 
 def test_a_stale_error_in_a_shared_read_fails_only_its_own_request(svc, http_namespace):
-    later = project_now() + timedelta(days=3)
-    with pytest.raises(StaleValueError):  # the reader itself refuses, so the server must too
-        get_online_features(
-            redis_client(svc.redis_url),
-            REGISTRY,
-            http_namespace,
-            [{"carrier": "UA"}],
-            ["strict:y"],
-            now=later,
-        )
+    later = _reader_refuses_stale(svc, http_namespace)
     app = ServingApp(REGISTRY, redis_client(svc.redis_url), http_namespace)
     bodies = [
         {"entities": [{"carrier": c}], "features": ["strict:y"], "now": later.isoformat()}
