@@ -39,6 +39,11 @@ def plain(value: object) -> object:
     raise TypeError(f"cannot store a {type(value).__name__} online: {value!r}")
 
 
+def span_us(span: timedelta | None) -> int | None:
+    """A duration (a TTL, an SLA) in whole microseconds, as the script and SQL take it."""
+    return None if span is None else span // timedelta(microseconds=1)
+
+
 def time_hex(moment: datetime) -> str:
     """One half of the header: 16 hex digits that sort as the instants do."""
     return f"{micros(moment) + OFFSET_US:016x}"

@@ -8,12 +8,12 @@ decodes both and compares them.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from psycopg import sql
 
 from skewless.errors import DefinitionError
-from skewless.online.codec import OFFSET_US
+from skewless.online.codec import OFFSET_US, span_us
 from skewless.online.latest import latest_rows
 from skewless.registry import FeatureView
 from skewless.registry.model import normal_type
@@ -176,7 +176,7 @@ def encoded_latest_sql(
         "prefix": f"{namespace}:{{",
         "suffix": f"}}:{view.versioned_name}",
         "ttl": view.ttl,
-        "ttl_us": None if view.ttl is None else view.ttl // timedelta(microseconds=1),
+        "ttl_us": span_us(view.ttl),
         "now": project_now,
         "shift": wall_shift_ms,
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NoReturn
 
 import redis
@@ -83,8 +83,8 @@ def _plan(registry: Registry, features: Sequence[str] | None, feature_service: s
             suffixes=tuple(f"}}:{name}" for name in order),
             entity_columns=tuple(dict.fromkeys(k for v in views.values() for k in v.entity)),
             wanted=wanted,
-            ttl_us=tuple(_us(v.ttl) for v in views.values()),
-            sla_us=tuple(_us(v.freshness_sla) for v in views.values()),
+            ttl_us=tuple(codec.span_us(v.ttl) for v in views.values()),
+            sla_us=tuple(codec.span_us(v.freshness_sla) for v in views.values()),
             nulls=tuple((None,) * len(v.features) for v in views.values()),
         )
         cache[cache_key] = plan
@@ -102,10 +102,6 @@ def _mget(client: redis.Redis):
             "mget_nonatomic" if isinstance(client, RedisCluster) else "mget"
         )
     return getattr(client, name)
-
-
-def _us(span: timedelta | None) -> int | None:
-    return None if span is None else span // timedelta(microseconds=1)
 
 
 def get_online_features(

@@ -68,7 +68,7 @@ class _Sender:
         overlap: bool = False,
     ):
         self.script = client.register_script(SCRIPT)
-        ttl_us = 0 if ttl is None else ttl // timedelta(microseconds=1)
+        ttl_us = codec.span_us(ttl) or 0
         # the script's leading arguments (see newest_wins.lua), then (value, expire) per key
         self.head = ["1" if rewrite_equal else "0", ttl_us, shift_ms]
         self.cluster = isinstance(client, RedisCluster)
