@@ -64,7 +64,8 @@ def test_pushes_reach_readers_and_bad_rows_write_nothing(materialized, svc, name
         "carrier": "ZZ",
         view.ts_column: now - timedelta(hours=1),
         view.created_column: now,
-        **{f: 0.5 for f in view.feature_names},
+        # each feature as its type takes it: pushes are validated like the batch path's rows
+        **{f.name: 3 if f.dtype == "bigint" else 0.5 for f in view.features},
     }
     bad = {**row, "carrier": "YY", view.created_column: "yesterday"}
     with pytest.raises(DataError, match="row 1 column created_at must be a datetime"):
@@ -77,6 +78,6 @@ def test_pushes_reach_readers_and_bad_rows_write_nothing(materialized, svc, name
     read = store.get_online_features(
         [{"carrier": "ZZ"}], [f"carrier_delay_stats:{f}" for f in view.feature_names]
     )
-    assert all(read.columns[f"{view.versioned_name}:{f}"] == [0.5] for f in view.feature_names)
+    assert all(read.columns[f"{view.versioned_name}:{f}"] == [row[f]] for f in view.feature_names)
     with pytest.raises(DataError, match=r"lacks column\(s\) \['carrier'\]"):
         store.push("carrier_delay_stats", [{k: v for k, v in row.items() if k != "carrier"}])

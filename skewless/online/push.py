@@ -1,4 +1,9 @@
-"""Push rows straight to the online store: the streaming path, newest-wins with batch runs."""
+"""Push rows straight to the online store: the streaming path, newest-wins with batch runs.
+
+Pushed rows never pass through PostgreSQL, so `skewless.validation` checks them against the
+view's registered definition as the batch path's contract and quality suite would (types, keys,
+declared ranges, time bounds) before anything is written: a batch is written whole or not at all.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +13,21 @@ from datetime import datetime
 import pandas as pd
 import redis
 
-from skewless.errors import DataError
+from skewless import clock
 from skewless.online.writer import WriteResult, write_rows
 from skewless.registry import FeatureView
+from skewless.validation import validated_rows
 
 
-def rows_for(view: FeatureView, rows: pd.DataFrame | Sequence[Mapping[str, object]]) -> list[tuple]:
-    """Rows as the writer takes them (keys, feature_ts, created_at, features in view order)."""
-    records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
-    columns = [*view.entity, view.ts_column, view.created_column, *view.feature_names]
-    out = []
-    for i, record in enumerate(records):
-        missing = [c for c in columns if c not in record]
-        if missing:
-            raise DataError(f"push to {view.versioned_name}: row {i} lacks column(s) {missing}")
-        for c in (view.ts_column, view.created_column):
-            moment = record[c]
-            if not isinstance(moment, datetime) or moment.tzinfo is None:
-                raise DataError(
-                    f"push to {view.versioned_name}: row {i} column {c} must be a datetime with "
-                    f"a time zone, got {moment!r}"
-                )
-        out.append(tuple(record[c] for c in columns))
-    return out
+def rows_for(
+    view: FeatureView,
+    rows: pd.DataFrame | Sequence[Mapping[str, object]],
+    *,
+    now: datetime | None = None,
+) -> list[tuple]:
+    """Rows as the writer takes them (keys, feature_ts, created_at, features in view order),
+    every one validated first; raises DataError naming the first bad row, column and problem."""
+    return validated_rows(view, rows, now=now, source="push")
 
 
 def push(
@@ -41,5 +38,11 @@ def push(
     *,
     now: datetime | None = None,
 ) -> WriteResult:
-    """Validate every row first (nothing is written if one is bad), then write them."""
-    return write_rows(client, namespace, view, rows_for(view, rows), now=now)
+    """Validate every row first (nothing is written if one is bad), then write them.
+
+    `now` (default: the project clock) bounds `feature_ts` (a value from the future is refused)
+    and decides which rows are already expired (older than the view's TTL: skipped).
+    """
+    project_now = clock.now() if now is None else now
+    checked = validated_rows(view, rows, now=project_now, source="push")
+    return write_rows(client, namespace, view, checked, now=project_now)
