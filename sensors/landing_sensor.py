@@ -1,8 +1,9 @@
 """Watch the landing zone: validate each new day file, quarantine bad ones, load the good ones.
 
 Every evaluation lists `<state>/landing/{flights,weather}/`. A file not seen before is parsed
-and checked whole (skewless.landing.validate); a malformed one moves to quarantine with a
-`.reason.txt` and the others go on. Valid files become runs of `raw_days` with
+and checked whole (skewless.landing.validate), against its manifest, the daily partitions and
+the project clock; a malformed one, or one for a day outside the partitions or not over yet,
+moves to quarantine with a `.reason.txt` and the others go on. Valid files become runs of `raw_days` with
 `from_landing: true`, one per contiguous range of days (flights and weather of the same range
 share a run), so a burst of files is a few runs, not one per file. The run key is made of the
 files' names, sizes and modification times: a file is loaded once, and a file dropped again with
@@ -29,7 +30,9 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from assets.raw import PARTITION_DAYS
 from jobs import raw_days_job
+from skewless import clock
 from skewless.landing import LandedFile, pending_files, quarantine
 from skewless.landing.validate import InvalidFile, validate_file
 
@@ -94,11 +97,13 @@ def landing_sensor(context: SensorEvaluationContext) -> SensorResult:
         where = quarantine(path, path.parent.name, "not named <YYYY-MM-DD>.csv")
         context.log.warning(f"quarantined {path.parent.name}/{path.name}: misnamed -> {where}")
     valid: list[LandedFile] = []
+    first, last = PARTITION_DAYS
+    now = clock.now()
     for f in files:
         if f.identity in requested:
             continue  # its run was requested; the run moves it to processed/
         try:
-            validate_file(f.path, f.table, f.day)
+            validate_file(f.path, f.table, f.day, first=first, last=last, now=now)
         except FileNotFoundError:
             continue
         except InvalidFile as err:

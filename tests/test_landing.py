@@ -1,6 +1,7 @@
 """The landing zone: replay files, the sensor, validation, quarantine and loading in real runs.
 
-Days of December are used (the session's other tests load January) and removed at the end.
+Days of December are used (the session's other tests load January) and removed at the end; the
+project clock is pinned after them (the session's is in January), except where a test moves it.
 """
 
 from __future__ import annotations
@@ -11,20 +12,42 @@ import threading
 from datetime import date
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import pandas as pd
 import pytest
 from dagster import DagsterEventType, DagsterInstance, build_sensor_context
 
 from skewless import clock
+from skewless.errors import DataError
 from skewless.ingest import nycflights
 from skewless.landing import landing_dir, pending_files
+from skewless.landing.manifest import manifest_path, write_manifest
 from skewless.landing.replay import drop_day, parse_pace, replay
 from skewless.landing.validate import InvalidFile, validate_file
 
 D1, D2, D3 = date(2013, 12, 1), date(2013, 12, 2), date(2013, 12, 3)
+AFTER_DECEMBER = "2014-01-01T00:00:00-05:00"
 
 
-def _rewrite(path, edit) -> None:
+@pytest.fixture(autouse=True)
+def _clock_after_december(monkeypatch):
+    monkeypatch.setenv("SKEWLESS_NOW", AFTER_DECEMBER)
+
+
+def _rewrite(path, edit, *, manifest: bool = True) -> None:
+    """Change a landed file; with `manifest`, as a producer that describes what it wrote."""
     path.write_text(edit(path.read_text()))
+    if manifest:
+        write_manifest(path, path.parent.name, date.fromisoformat(path.stem))
+
+
+def _lines(path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def _with_field(line: str, index: int, value: str) -> str:
+    fields = line.rstrip("\n").split(",")
+    fields[index] = value
+    return ",".join(fields) + "\n"
 
 
 CORRUPTIONS = {
@@ -48,6 +71,31 @@ CORRUPTIONS = {
     ),
     "ragged row": (lambda t: t.rstrip("\n") + ",1,2,3\n", "not a readable CSV"),
     "null in required": (lambda t: t.replace(",EWR,", ",,", 1), "column origin: 1 empty values"),
+    "every row twice": (
+        lambda t: t + "".join(t.splitlines(keepends=True)[1:]),
+        "rows repeat an earlier row exactly (line",
+    ),
+    "one row twice": (
+        lambda t: t + t.splitlines(keepends=True)[5],
+        "1 rows repeat an earlier row exactly (line 989 repeats line 6)",
+    ),
+    "key repeated": (
+        lambda t: t + _with_field(t.splitlines(keepends=True)[5], 3, "999"),
+        "1 rows repeat the key (carrier, flight, origin, sched_dep_time) of an earlier row "
+        "(line 989: carrier=AA, flight=2243, origin=JFK, sched_dep_time=540)",
+    ),
+    "date without time": (
+        lambda t: t.replace("2013-12-01 13:00:00+00:00", "2013-12-01", 1),
+        "column time_hour: 1 unparsable timestamps",
+    ),
+    "timestamp without offset": (
+        lambda t: t.replace("2013-12-01 13:00:00+00:00", "2013-12-01 13:00:00", 1),
+        "column time_hour: 1 unparsable timestamps",
+    ),
+    "time_hour of another hour": (
+        lambda t: t.replace("2013-12-01 13:00:00+00:00", "2013-12-01 03:00:00+00:00", 1),
+        "column time_hour: 1 values disagree with the row's local year/month/day/hour",
+    ),
 }
 
 
@@ -91,6 +139,9 @@ def test_replay_drops_each_day_and_advances_the_clock(tmp_path):
 @pytest.fixture
 def zone(svc, pg):
     """An empty landing zone; December removed from the raw tables afterwards."""
+    from skewless.ingest.raw import ensure_schema
+
+    ensure_schema(pg)
     root = landing_dir()
     shutil.rmtree(root, ignore_errors=True)
     yield root
@@ -167,7 +218,7 @@ def test_sensor_loads_each_file_once_and_quarantines_a_bad_one(zone, pg):
     assert _days_loaded(pg, "flights") == flights.groupby("flight_date").size().to_dict()
     assert set(_days_loaded(pg, "weather")) == {D1, D3}
     assert sorted(p.name for p in (zone / "processed" / "flights").iterdir()) == [
-        f"{d}.csv" for d in (D1, D2, D3)
+        name for d in (D1, D2, D3) for name in (f"{d}.csv", f"{d}.csv.manifest.json")
     ]
     assert pending_files()[0] == []
     assert _evaluate(instance, cursor)[0] == []
@@ -235,3 +286,199 @@ def test_a_webhook_that_is_down_does_not_break_the_report(monkeypatch):
 
     said = post_json("http://127.0.0.1:9/hook?token=secret", {"x": 1}, timeout=1)
     assert "unreachable" in said and "secret" not in said
+
+
+# -- truncation: the manifest beside each file ---------------------------------------------------
+
+
+def test_replay_writes_a_manifest_that_describes_the_file(tmp_path):
+    import hashlib
+
+    path = drop_day("flights", D1, tmp_path)
+    body = json.loads(manifest_path(path).read_text())
+    data = path.read_bytes()
+    rows = len(nycflights.read_days("flights", D1, D1))
+    assert body == {
+        "table": "flights",
+        "day": "2013-12-01",
+        "rows": rows,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    files, misnamed = pending_files(tmp_path)
+    assert [f.path for f in files] == [path] and misnamed == []  # the manifest is not a file
+
+
+TRUNCATIONS = {
+    "cut at a line boundary": lambda lines: "".join(lines[: len(lines) // 2]),
+    "last field cut": lambda lines: (
+        "".join(lines[:-1]) + lines[-1].replace(":00:00+00:00\n", "").replace(" ", "", 1)
+    ),
+    "last line end missing": lambda lines: "".join(lines).rstrip("\n"),
+    "one byte changed": lambda lines: "".join(lines).replace(",JFK,", ",JFQ,", 1),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TRUNCATIONS))
+def test_a_file_that_differs_from_its_manifest_is_refused(tmp_path, kind):
+    path = drop_day("flights", D1, tmp_path)
+    path.write_text(TRUNCATIONS[kind](_lines(path)))
+    with pytest.raises(InvalidFile, match="differs from its manifest|manifest says"):
+        validate_file(path, "flights", D1)
+
+
+def test_a_whole_file_with_a_wrong_row_count_in_its_manifest_is_refused(tmp_path):
+    path = drop_day("weather", D1, tmp_path)
+    body = json.loads(manifest_path(path).read_text())
+    manifest_path(path).write_text(json.dumps({**body, "rows": body["rows"] + 1}))
+    with pytest.raises(InvalidFile, match=f"{body['rows']} rows, its manifest says"):
+        validate_file(path, "weather", D1)
+
+
+def test_a_file_without_a_manifest_is_refused_unless_manifests_are_optional(tmp_path, monkeypatch):
+    path = drop_day("flights", D1, tmp_path)
+    manifest_path(path).unlink()
+    with pytest.raises(InvalidFile, match=f"no manifest {D1}.csv.manifest.json beside it"):
+        validate_file(path, "flights", D1)
+    monkeypatch.setenv("SKEWLESS_LANDING_MANIFEST", "optional")
+    assert len(validate_file(path, "flights", D1).frame) > 0
+    # without a manifest, a cut inside a line is still caught (a cut at a line boundary is not)
+    path.write_text(TRUNCATIONS["last field cut"](_lines(path)))
+    with pytest.raises(InvalidFile, match="truncated: the last line has no line end"):
+        validate_file(path, "flights", D1)
+    monkeypatch.setenv("SKEWLESS_LANDING_MANIFEST", "sometimes")
+    with pytest.raises(ValueError, match="SKEWLESS_LANDING_MANIFEST"):
+        validate_file(path, "flights", D1)
+
+
+def test_quarantine_moves_the_manifest_with_its_file(tmp_path):
+    from skewless.landing import quarantine
+
+    path = drop_day("flights", D1, tmp_path)
+    moved = quarantine(path, "flights", "test", tmp_path)
+    assert manifest_path(moved).exists() and not manifest_path(path).exists()
+
+
+# -- days outside the partitions or after the clock -----------------------------------------------
+
+
+def _day_file(root, table: str, source: date, target: date):
+    """A well-formed file (and manifest) for `target`: `source`'s rows, moved whole in time."""
+    frame = nycflights.read_days(table, source, source).drop(columns=[nycflights.DAILY[table]])
+    shift = pd.Timedelta(days=(target - source).days)
+    frame = frame.assign(
+        year=target.year,
+        month=target.month,
+        day=target.day,
+        time_hour=frame["time_hour"] + shift,
+    )
+    path = root / table / f"{target}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, na_rep="NA")
+    write_manifest(path, table, target)
+    return path
+
+
+def test_validation_refuses_a_day_outside_the_partitions_or_not_over_by_the_clock(tmp_path):
+    from assets.raw import PARTITION_DAYS
+
+    first, last = PARTITION_DAYS
+    assert (first, last) == (date(2013, 1, 1), date(2013, 12, 31))
+    future = _day_file(tmp_path, "flights", D1, date(2030, 1, 1))
+    with pytest.raises(InvalidFile, match=r"day 2030-01-01 is outside the partitions"):
+        validate_file(future, "flights", date(2030, 1, 1), first=first, last=last)
+    early = _day_file(tmp_path, "weather", D1, date(2012, 12, 31))
+    with pytest.raises(InvalidFile, match=r"outside the partitions \(2013-01-01..2013-12-31\)"):
+        validate_file(early, "weather", date(2012, 12, 31), first=first, last=last)
+    path = drop_day("flights", D3, tmp_path)
+    noon = clock._parse("2013-12-03T12:00:00-05:00", "test")
+    with pytest.raises(InvalidFile, match="day 2013-12-03 is not over by the project clock"):
+        validate_file(path, "flights", D3, now=noon)
+    # the day is over at midnight in New York: from then on it is loaded
+    midnight = clock._parse("2013-12-04T00:00:00-05:00", "test")
+    assert len(validate_file(path, "flights", D3, now=midnight).frame) > 0
+
+
+def test_rows_after_the_clock_are_refused(tmp_path):
+    """A row stamped later than the clock, in a file whose day is over (the clock check on rows
+    holds even for a file whose day check was passed with an earlier `now`)."""
+    from skewless.landing.validate import _check_times
+
+    path = drop_day("weather", D1, tmp_path)
+    frame = validate_file(path, "weather", D1).frame
+    raw = pd.read_csv(path, dtype=str)
+    with pytest.raises(InvalidFile, match="values after the project clock"):
+        _check_times(
+            frame.drop(columns=["obs_date"]), raw, frame["time_hour"].min().to_pydatetime()
+        )
+
+
+def _raw_count(pg, table: str) -> int:
+    return pg.execute(f"select count(*) from raw.{table}").fetchone()[0]
+
+
+def test_the_sensor_quarantines_a_future_dated_file_and_requests_no_run(zone, pg, monkeypatch):
+    monkeypatch.setenv("SKEWLESS_NOW", "2013-12-03T00:00:00-05:00")
+    future = _day_file(zone, "flights", D1, date(2030, 1, 1))
+    tomorrow = _day_file(zone, "weather", D1, D3)  # in the partitions, but not over yet
+    today = drop_day("flights", D2, zone)
+    instance = DagsterInstance.ephemeral()
+
+    requests, _ = _evaluate(instance)
+
+    assert [r.tags["dagster/asset_partition_range_start"] for r in requests] == ["2013-12-02"]
+    assert not future.exists() and not tomorrow.exists() and today.exists()
+    reasons = {p.name: p.read_text() for p in (zone / "quarantine").rglob("*.reason.txt")}
+    assert (
+        "day 2030-01-01 is outside the partitions (2013-01-01..2013-12-31)"
+        in (reasons["2030-01-01.csv.reason.txt"])
+    )
+    assert "day 2013-12-03 is not over by the project clock" in reasons["2013-12-03.csv.reason.txt"]
+    assert (zone / "quarantine" / "flights" / "2030-01-01.csv.manifest.json").exists()
+
+
+def test_the_loader_refuses_a_day_outside_the_partitions_before_anything_commits(zone, pg):
+    from assets.raw import PARTITION_DAYS
+    from skewless.landing.load import load_landed_days
+
+    future = date(2030, 1, 1)
+    path = _day_file(zone, "flights", D1, future)
+    before = _raw_count(pg, "flights")
+    with pytest.raises(DataError, match="outside the partitions"):
+        load_landed_days(pg, "flights", future, future, partitions=PARTITION_DAYS)
+    pg.rollback()
+    assert _raw_count(pg, "flights") == before
+    assert not path.exists()
+    assert (zone / "quarantine" / "flights" / f"{future}.csv.reason.txt").exists()
+
+
+# -- the replay clock moves after the data ---------------------------------------------------------
+
+
+def test_a_load_that_fails_midway_leaves_the_replay_clock_where_it_was(zone, pg):
+    from skewless.orchestrate import materialize_days
+
+    clock.clear_replay_clock()
+    before = clock.advance_replay_clock(clock._parse("2013-11-30T00:00:00-05:00", "test"))
+    pg.execute(
+        "create or replace function pg_temp_fail_dec2() returns trigger language plpgsql as $$"
+        " begin if new.flight_date = date '2013-12-02' then"
+        " raise exception 'disk gone midway through the load'; end if; return new; end $$"
+    )
+    pg.execute(
+        "create trigger fail_dec2 before insert on raw.flights for each row"
+        " execute function pg_temp_fail_dec2()"
+    )
+    pg.commit()
+    try:
+        results = materialize_days(D1, D3)
+    finally:
+        pg.execute("drop trigger if exists fail_dec2 on raw.flights")
+        pg.execute("drop function if exists pg_temp_fail_dec2()")
+        pg.commit()
+        clock._cache = (-1.0, None)
+    assert [r.dagster_run.job_name for r in results] == ["raw_days"]
+    assert not results[0].success
+    assert _days_loaded(pg, "flights") == {}
+    assert clock.replay_clock() == before
+    clock.clear_replay_clock()

@@ -1,8 +1,11 @@
 """Replay 2013 as if live: drop one file per table per day into the landing zone, at a pace.
 
-Each simulated day lands as `flights/<day>.csv` and `weather/<day>.csv` (written under a hidden
-temporary name, then renamed, so a watcher never sees half a file); then the replay clock moves to
-the end of that day (midnight in New York), which is when its data would have been complete.
+A simulated day's data is complete when the day is over, so the replay clock first moves to the
+end of the day (midnight in New York), then the day lands as `flights/<day>.csv` and
+`weather/<day>.csv`, each with its manifest (`<day>.csv.manifest.json`, `skewless.landing.manifest`)
+written first and the CSV under a hidden temporary name, then renamed, so a watcher never sees
+half a file nor a file without its manifest. (The landing sensor refuses a day that is not over
+by the clock, so the clock must not lag behind the files.)
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from skewless import clock
 from skewless.errors import SkewlessError
 from skewless.ingest import nycflights
+from skewless.landing.manifest import write_manifest
 from skewless.landing.zone import TABLES, landing_dir, waiting_path
 
 _PACE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
@@ -32,12 +36,17 @@ def parse_pace(text: str) -> float:
 
 
 def drop_day(table: str, day: date, root: Path | None = None) -> Path:
-    """Write one day of one table as the landing file the sensor picks up; returns its path."""
+    """Write one day of one table as the landing file the sensor picks up; returns its path.
+
+    The manifest is written first; the CSV appears last, by a rename.
+    """
     frame = nycflights.read_days(table, day, day).drop(columns=[nycflights.DAILY[table]])
     target = waiting_path(table, day, root)
     target.parent.mkdir(parents=True, exist_ok=True)
+    data = frame.to_csv(index=False, na_rep="NA", lineterminator="\n").encode()
+    write_manifest(target, table, day, data)
     tmp = target.with_name(f".{target.name}.tmp")
-    frame.to_csv(tmp, index=False, na_rep="NA")
+    tmp.write_bytes(data)
     tmp.replace(target)
     return target
 
@@ -53,8 +62,8 @@ def replay(
 ) -> int:
     """Drop days [first, last] one after another, `pace_seconds` of wall time apart.
 
-    The replay clock advances to the end of each day as it lands (never backwards); returns the
-    number of files written.
+    The replay clock advances to the end of each day (never backwards) just before its files
+    land: they hold a day that is over. Returns the number of files written.
     """
     if last < first:
         raise SkewlessError(f"--end {last} is before --start {first}")
@@ -63,12 +72,12 @@ def replay(
     day = first
     while day <= last:
         started = time.monotonic()
-        for table in TABLES:
-            drop_day(table, day, root)
-            written += 1
         now = clock.advance_replay_clock(
             datetime.combine(day + timedelta(days=1), day_start(), clock.NEW_YORK)
         )
+        for table in TABLES:
+            drop_day(table, day, root)
+            written += 1
         if on_day:
             on_day(day, now)
         day += timedelta(days=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from skewless.config import settings
+from skewless.landing.manifest import SUFFIX as MANIFEST_SUFFIX
+from skewless.landing.manifest import manifest_path
 
 TABLES = ("flights", "weather")
 """The daily tables that arrive as files."""
@@ -51,7 +54,8 @@ def _day_of(path: Path) -> date | None:
 def pending_files(root: Path | None = None) -> tuple[list[LandedFile], list[Path]]:
     """Files waiting in `<landing>/<table>/`, oldest day first, and the ones not named by a day.
 
-    Hidden and temporary files (a writer's `.tmp` before its rename) are not listed.
+    Hidden and temporary files (a writer's `.tmp` before its rename) and manifests (they travel
+    with their CSV) are not listed.
     """
     root = root or landing_dir()
     found: list[LandedFile] = []
@@ -62,6 +66,8 @@ def pending_files(root: Path | None = None) -> tuple[list[LandedFile], list[Path
             continue
         for path in sorted(folder.iterdir()):
             if path.name.startswith(".") or path.suffix == ".tmp" or not path.is_file():
+                continue
+            if path.name.endswith(MANIFEST_SUFFIX):
                 continue
             day = _day_of(path)
             if day is None or path.suffix != ".csv":
@@ -84,16 +90,24 @@ def processed_path(table: str, day: date, root: Path | None = None) -> Path:
     return (root or landing_dir()) / "processed" / table / f"{day.isoformat()}.csv"
 
 
+def _move_manifest(path: Path, target: Path) -> None:
+    """The manifest follows its CSV (moved first: the CSV's move is what marks the file done)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(manifest_path(path), manifest_path(target))
+
+
 def mark_processed(path: Path, table: str, day: date, root: Path | None = None) -> Path:
-    """Move a loaded file to `processed/` (replacing an older copy of the same day)."""
+    """Move a loaded file (and its manifest) to `processed/`, replacing an older copy of the day."""
     target = processed_path(table, day, root)
     target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(path, target)
+    if path != target:
+        _move_manifest(path, target)
+        os.replace(path, target)
     return target
 
 
 def quarantine(path: Path, table: str, reason: str, root: Path | None = None) -> Path:
-    """Move a refused file to `quarantine/<table>/` and write `<file>.reason.txt` beside it.
+    """Move a refused file (and its manifest) to `quarantine/<table>/`, with `<file>.reason.txt`.
 
     A name already taken (the same day refused before) gets a time suffix: no reason is lost.
     """
@@ -103,6 +117,7 @@ def quarantine(path: Path, table: str, reason: str, root: Path | None = None) ->
     if target.exists():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         target = folder / f"{path.stem}.{stamp}{path.suffix}"
+    _move_manifest(path, target)
     os.replace(path, target)
     reason_file = target.with_name(target.name + ".reason.txt")
     reason_file.write_text(f"{table}/{path.name}: {reason}\n")
