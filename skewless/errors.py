@@ -19,3 +19,8 @@ class DataError(SkewlessError):
 
 class StaleValueError(DataError):
     """An online read met a stale value of a view whose stale policy is `error`."""
+
+
+class FeatureReferenceError(DefinitionError, DataError):
+    """An argument names a view, feature or service the registry does not have: a wrong
+    definition as much as wrong input, so either `except` catches it."""

@@ -73,6 +73,10 @@ class FeatureStore:
         strict: bool = False,
         full_feature_names: bool = False,
     ) -> pd.DataFrame:
+        """A point-in-time correct training set: `entity_df`'s rows and columns unchanged, one
+        column per feature. An input column named like a feature's output column is refused
+        (DataError), never overwritten; `full_feature_names=True` names features
+        `<view>_v<N>__<feature>`. Malformed arguments raise DataError naming the argument."""
         with psycopg.connect(self.postgres_url) as conn:
             return get_historical_features(
                 conn,
@@ -111,6 +115,10 @@ class FeatureStore:
         now: datetime | None = None,
     ) -> WriteResult:
         """Stream rows of `view` (`name` or `name_v<N>`) to Redis; a newer value always wins.
+
+        Every row is validated first as the batch path validates it (`skewless.validation`:
+        column and key types, declared ranges, feature_ts not after `now`); one bad row raises
+        DataError naming its index and column, and nothing is written.
 
         The offline store gets the same facts through its own pipeline (raw tables, dbt), so
         training sets see them too.

@@ -5,22 +5,33 @@ time so the join probes the view's index in order); each view is joined as of ea
 timestamp in SQL; the result comes back with COPY. Both directions use binary COPY decoded by numpy
 when the types allow (integer keys; integer, float and boolean features), CSV otherwise. Input
 columns are returned unchanged, one output row per input row, in input order.
+
+Arguments are checked before any work, in O(columns) plus at most one pass over an object-typed
+key column, and each problem is a DataError naming the argument: `entity_df` must be a DataFrame
+with one level of unique column names, holding the views' key columns (integer keys as integers,
+text keys as strings; a missing key just finds nothing) and a time-zone-aware, complete timestamp
+column; `features` a non-empty list of distinct `view:feature` strings (an unknown one raises
+FeatureReferenceError, both a DataError and a DefinitionError). An input column with the name of
+a requested feature's output column is refused, never overwritten: rename it, or ask for
+`full_feature_names=True` (`<view>_v<N>__<feature>`) or a feature service that names it apart.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
 
-from skewless.errors import DataError
+from skewless.errors import DataError, DefinitionError, FeatureReferenceError
 from skewless.offline import asof_sql
 from skewless.registry import FeatureView, Registry, ServiceFeature
+from skewless.registry.model import normal_type
 
 LATERAL, SWEEP, AUTO = "lateral", "sweep", "auto"
 SWEEP_MIN_SPINE = 1_000_000
@@ -33,7 +44,13 @@ sweep is chosen only for spines of at least 1M rows and twice the view's size.""
 def _resolve(
     registry: Registry, features, feature_service, full_feature_names
 ) -> list[ServiceFeature]:
-    wanted = registry.select(features, feature_service)
+    try:
+        wanted = registry.select(features, feature_service)
+    except DefinitionError as err:
+        if isinstance(err, DataError):
+            raise
+        argument = "features" if features is not None else "feature_service"
+        raise FeatureReferenceError(f"{argument}: {err}") from None
     if full_feature_names:
         wanted = [
             ServiceFeature(w.view, w.feature, f"{w.view.versioned_name}__{w.feature}")
@@ -50,17 +67,73 @@ def _resolve(
     return wanted
 
 
+def _check_arguments(entity_df, features, feature_service, strategy) -> None:
+    """The arguments' shapes, before the registry or pandas see them: O(columns)."""
+    if not isinstance(entity_df, pd.DataFrame):
+        raise DataError(
+            f"entity_df must be a pandas DataFrame, got {type(entity_df).__name__}; "
+            "e.g. pd.DataFrame(rows)"
+        )
+    if isinstance(entity_df.columns, pd.MultiIndex):
+        raise DataError(
+            "entity_df has MultiIndex columns; give it one level of column names "
+            "(e.g. entity_df.columns = ['_'.join(map(str, c)) for c in entity_df.columns])"
+        )
+    duplicated = entity_df.columns[entity_df.columns.duplicated()].unique().tolist()
+    if duplicated:
+        raise DataError(
+            f"entity_df has duplicated column name(s) {duplicated}; each column needs its own name"
+        )
+    if features is not None:
+        if isinstance(features, str | bytes):
+            raise DataError(
+                f"features must be a list of 'view:feature' references, not the string "
+                f"{features!r}; pass [{features!r}]"
+            )
+        if not isinstance(features, Iterable):
+            raise DataError(
+                f"features must be a list of 'view:feature' references, got "
+                f"{type(features).__name__}"
+            )
+        features = list(features)
+        if not features:
+            raise DataError(
+                "features is empty; name at least one 'view:feature', or pass feature_service="
+            )
+        for i, ref in enumerate(features):
+            if not isinstance(ref, str):
+                raise DataError(
+                    f"features[{i}] is {type(ref).__name__} {ref!r}, not a 'view:feature' reference"
+                )
+        repeated = sorted(ref for ref, n in Counter(features).items() if n > 1)
+        if repeated:
+            raise DataError(f"features names {', '.join(map(repr, repeated))} more than once")
+    if feature_service is not None and not isinstance(feature_service, str):
+        raise DataError(
+            f"feature_service must be a service's name, got {type(feature_service).__name__}"
+        )
+    if strategy not in (AUTO, LATERAL, SWEEP):
+        raise DataError(f"strategy must be {AUTO!r}, {LATERAL!r} or {SWEEP!r}, got {strategy!r}")
+
+
 def _check_frame(
     entity_df: pd.DataFrame, timestamp_column: str, wanted: list[ServiceFeature]
 ) -> None:
-    if timestamp_column not in entity_df.columns:
+    try:
+        present = timestamp_column in entity_df.columns
+    except TypeError:  # unhashable
+        present = False
+    if not present:
         raise DataError(
             f"entity_df has no timestamp column {timestamp_column!r} (columns: {', '.join(map(str, entity_df.columns))}); "
             "pass timestamp_column="
         )
     ts = entity_df[timestamp_column]
     if not pd.api.types.is_datetime64_any_dtype(ts):
-        raise DataError(f"entity_df column {timestamp_column!r} holds {ts.dtype}, not timestamps")
+        raise DataError(
+            f"entity_df column {timestamp_column!r} (timestamp_column) holds {ts.dtype}, not "
+            "timestamps; convert it, e.g. pd.to_datetime(entity_df[column], utc=True)"
+        )
     if getattr(ts.dt, "tz", None) is None:
         raise DataError(
             f"entity_df column {timestamp_column!r} has timestamps without a time zone, which are ambiguous; "
@@ -70,6 +143,15 @@ def _check_frame(
         raise DataError(
             f"entity_df column {timestamp_column!r} has {int(ts.isna().sum())} missing timestamp(s)"
         )
+    # the README promises input columns unchanged: a feature may not take an input column's place
+    clashes = [w for w in wanted if w.name in entity_df.columns]
+    if clashes:
+        named = ", ".join(f"{w.name!r} (feature {w.reference})" for w in clashes)
+        raise DataError(
+            f"entity_df already has column(s) {named}, which the training set would overwrite; "
+            "rename the input column, or pass full_feature_names=True (columns named "
+            "<view>_v<N>__<feature>) or a feature service that names the feature apart"
+        )
     for view in dict.fromkeys(w.view for w in wanted):
         missing = [k for k in view.entity if k not in entity_df.columns]
         if missing:
@@ -77,6 +159,46 @@ def _check_frame(
                 f"entity_df lacks key column(s) {', '.join(missing)} of feature view {view.versioned_name} "
                 f"(its entity is {', '.join(view.entity)})"
             )
+        for key, sql_type in zip(view.entity, view.entity_types, strict=False):
+            problem = _key_problem(entity_df[key], normal_type(sql_type))
+            if problem:
+                raise DataError(
+                    f"entity_df column {key!r} (a key of feature view {view.versioned_name}, "
+                    f"{sql_type}) {problem}"
+                )
+
+
+def _key_problem(column: pd.Series, sql_type: str) -> str | None:
+    """Why a key column cannot be compared with the view's key, or None. Missing keys are
+    fine (no feature row matches them). At most one pass over the values (object columns)."""
+    dtype = column.dtype
+    kind = getattr(dtype, "kind", "O")
+    if isinstance(dtype, pd.CategoricalDtype):
+        column, dtype, kind = pd.Series(dtype.categories), dtype.categories.dtype, "O"
+    if sql_type in _INT_FORMATS:
+        if kind in ("i", "u"):
+            if not len(column) or column.isna().all():
+                return None
+            bounds = np.iinfo(np.dtype(_INT_FORMATS[sql_type]))
+            low, high = int(bounds.min), int(bounds.max)
+            if column.min() < low or column.max() > high:
+                return f"holds values outside {sql_type}'s range [{low}, {high}]"
+            return None
+        inferred = pd.api.types.infer_dtype(column, skipna=True) if kind == "O" else str(dtype)
+        if inferred in ("integer", "empty"):
+            return None
+        hint = "; use an integer dtype (Int64 keeps missing keys)" if kind == "f" else ""
+        return f"holds {inferred} values, not integers{hint}"
+    if sql_type in ("text", "character", "char", "bpchar"):
+        if kind == "O":
+            inferred = pd.api.types.infer_dtype(column, skipna=True)
+            return (
+                None if inferred in ("string", "empty") else f"holds {inferred} values, not strings"
+            )
+        if pd.api.types.is_string_dtype(dtype):
+            return None
+        return f"holds {dtype} values, not strings"
+    return None
 
 
 _PG_EPOCH_US = 946_684_800_000_000
@@ -411,9 +533,12 @@ def get_historical_features(
 ) -> pd.DataFrame:
     """Features as of each row's timestamp; `strict` also requires created_at <= timestamp.
 
-    Raises DataError for a missing key or timestamp column, naive timestamps, or clashing names,
-    and DefinitionError for an unknown view, version, feature or service.
+    Raises DataError for malformed arguments (see the module docstring): a missing or mistyped
+    key or timestamp column, naive or missing timestamps, an input column named like a feature,
+    clashing feature names; FeatureReferenceError (a DataError and a DefinitionError) for an
+    unknown view, version, feature or service.
     """
+    _check_arguments(entity_df, features, feature_service, strategy)
     wanted = _resolve(registry, features, feature_service, full_feature_names)
     _check_frame(entity_df, timestamp_column, wanted)
     result = entity_df.copy()
