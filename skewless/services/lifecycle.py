@@ -70,14 +70,23 @@ def services() -> Services:
 
 
 def down() -> list[str]:
-    """Stop the embedded servers of this state folder; external ones are left alone."""
+    """Stop the embedded servers of this state folder; external ones are left alone.
+
+    A server is signalled only when its recorded process (PID, executable, start time) still runs:
+    a PID file left by a crash may name an unrelated process now, which is left alone.
+    """
     cfg = settings()
     said = []
     with _state_lock(cfg.state_dir):
-        if postgres.stop_embedded(cfg.state_dir / "postgres"):
-            said.append("stopped embedded PostgreSQL")
-        if redis.stop_embedded(cfg.state_dir / "redis"):
-            said.append("stopped embedded Redis")
+        for name, stop, folder in (
+            ("PostgreSQL", postgres.stop_embedded, "postgres"),
+            ("Redis", redis.stop_embedded, "redis"),
+        ):
+            stopped, note = stop(cfg.state_dir / folder)
+            if stopped:
+                said.append(f"stopped embedded {name}")
+            if note:
+                said.append(note)
     services.cache_clear()
     return said or ["no embedded server was running"]
 
