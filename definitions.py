@@ -9,6 +9,7 @@ from assets.partner import airport_schedule_load
 from assets.raw import raw_assets
 from assets.registry import registry
 from checks.freshness import freshness_checks
+from checks.future_values import future_values_check
 from checks.online_consistency import online_consistency_check
 from checks.online_coverage import online_coverage_check
 from checks.quality import quality_check
@@ -42,6 +43,7 @@ defs = Definitions(
         *(online_coverage_check(view) for view in REGISTRY.views.values()),
         *(online_consistency_check(view) for view in REGISTRY.views.values()),
         *(schema_check(view) for view in REGISTRY.views.values()),
+        *(future_values_check(view) for view in REGISTRY.views.values()),
         *(quality_check(view) for view in REGISTRY.views.values()),
         *freshness_checks,
     ],

@@ -183,6 +183,40 @@ def _features_retire(args: argparse.Namespace) -> int:
     return 0
 
 
+def _instant(text: str):
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. 2013-12-31T00:00Z")
+    return moment
+
+
+def _purge(args: argparse.Namespace) -> int:
+    import re
+
+    import redis
+
+    from skewless.config import settings
+    from skewless.online.purge import purge_newer
+    from skewless.registry import load_registry
+    from skewless.services import services
+
+    if not re.search(r"_v\d+$", args.view):
+        raise SkewlessError(f"name the version to purge: {args.view}_v<N>")
+    view = load_registry().view(args.view)
+    client = redis.Redis.from_url(services().redis_url)
+    with _connect() as conn:
+        result = purge_newer(
+            client, settings().namespace, view, args.newer_than, conn=conn, dry_run=args.dry_run
+        )
+    print(result.describe())
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from skewless.serving.server import serve
 
@@ -230,6 +264,20 @@ def parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", type=_day, required=True, help="first day")
     backfill.add_argument("--end", type=_day, required=True, help="last day")
     backfill.set_defaults(fn=_backfill)
+    purge = sub.add_parser(
+        "purge",
+        help="delete a view version's online values with feature_ts after a time (values from "
+        "the future); the next materialization is a full refresh",
+    )
+    purge.add_argument("view", help="the view version, e.g. plane_profile_v1")
+    purge.add_argument(
+        "--newer-than",
+        type=_instant,
+        required=True,
+        help="ISO 8601 time with offset: values whose feature_ts is after it are deleted",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    purge.set_defaults(fn=_purge)
     features = sub.add_parser(
         "features", help="discover feature views and features (the registry); default: list"
     )
