@@ -228,6 +228,8 @@ def _serve(args: argparse.Namespace) -> int:
         args.workers,
         max_body_bytes=args.max_body_bytes,
         max_entities=args.max_entities,
+        max_header_bytes=args.max_header_bytes,
+        read_timeout=args.read_timeout,
     )
 
 
@@ -299,7 +301,9 @@ def parser() -> argparse.ArgumentParser:
     retire.add_argument("--version", type=int, required=True)
     retire.set_defaults(fn=_features_retire)
     serve = sub.add_parser(
-        "serve", help="serve online features over HTTP (JSON; OpenAPI at /openapi.json)"
+        "serve",
+        help="serve online features over HTTP (JSON; OpenAPI at /openapi.json); bearer tokens "
+        "from SKEWLESS_SERVE_TOKENS (comma separated) when set",
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8666)
@@ -309,6 +313,18 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-entities", type=int, default=10_000, help="most entity rows per request"
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=64 * 1024,
+        help="largest request line + headers (431 above; default 64 KiB)",
+    )
+    serve.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request may take to arrive whole (408 after; default 10)",
     )
     serve.set_defaults(fn=_serve)
     return p

@@ -105,12 +105,14 @@ def http_namespace(svc) -> Iterator[str]:
 
 
 @contextmanager
-def _running(app: ServingApp) -> Iterator[int]:
-    """The app under uvicorn (uvloop, httptools, as `skewless serve` runs it) on a free port."""
+def _running(app: ServingApp, **options) -> Iterator[int]:
+    """The app under uvicorn (uvloop, httptools, as `skewless serve` runs it) on a free port;
+    `options` override uvicorn's (e.g. `http=` a protocol with other bounds)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **UVICORN_OPTIONS))
+    config = uvicorn.Config(app, log_level="warning", **{**UVICORN_OPTIONS, **options})
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -153,11 +155,14 @@ def _call(
     body: object = None,
     raw: bytes | None = None,
     chunked: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> Answer:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         data = raw if raw is not None else None if body is None else orjson.dumps(body)
-        headers = {"content-type": "application/json"} if data is not None else {}
+        headers = dict(headers or {})
+        if data is not None:
+            headers["content-type"] = "application/json"
         if chunked:
             conn.request(method, path, body=iter([data]), headers=headers, encode_chunked=True)
         else:
@@ -170,8 +175,8 @@ def _call(
         conn.close()
 
 
-def _get(port: int, body: object) -> Answer:
-    return _call(port, "POST", "/get-online-features", body)
+def _get(port: int, body: object, headers: dict[str, str] | None = None) -> Answer:
+    return _call(port, "POST", "/get-online-features", body, headers=headers)
 
 
 # -- values, types, statuses ----------------------------------------------------------------
@@ -441,7 +446,7 @@ def test_unknown_path_is_404_and_wrong_method_405(server):
 def test_health_ready_and_features(server):
     assert _call(server, "GET", "/health").json == {"status": "ok"}
     ready = _call(server, "GET", "/ready")
-    assert ready.status == 200 and ready.json["ready"] is True and ready.json["redis"] == "ok"
+    assert ready.status == 200 and ready.json == {"ready": True, "reason": "ok"}
     listing = _call(server, "GET", "/features").json
     views = {v["versioned_name"]: v for v in listing["views"]}
     assert set(views) == {"typed_v1", "typed_v2", "route_v1", "strict_v1"}
@@ -464,11 +469,13 @@ def test_redis_down_is_503_ready_fails_and_errors_are_counted(http_namespace):
         assert _call(port, "GET", "/health").status == 200  # alive, not ready
         ready = _call(port, "GET", "/ready")
         assert ready.status == 503
-        assert ready.json["ready"] is False and "unreachable" in ready.json["redis"]
+        assert ready.json == {"ready": False, "reason": "the online store is unreachable"}
         answer = _get(port, OK)
         assert answer.status == 503 and answer.error["code"] == "redis_unavailable"
+        assert answer.headers["retry-after"] == "1"
         text = _call(port, "GET", "/metrics").body.decode()
-    assert _sample(text, 'skewless_redis_errors_total{kind="connection"}') == 2
+    # the failed PING marked the store down: the read then failed at once, without a Redis call
+    assert _sample(text, 'skewless_redis_errors_total{kind="connection"}') == 1
     assert _sample(text, 'skewless_http_requests_total{endpoint="/ready",status="503"}') == 1
     assert (
         _sample(text, 'skewless_http_requests_total{endpoint="/get-online-features",status="503"}')
@@ -589,48 +596,69 @@ def test_openapi_document_describes_every_route_and_real_answers(server):
 # -- the command ----------------------------------------------------------------------------------
 
 
-def test_skewless_serve_with_two_workers(svc):
-    """`skewless serve --workers 2` on the project's registry: ready, lists the dbt views."""
+def test_skewless_serve_with_two_workers_and_tokens(svc, rds):
+    """`skewless serve --workers 2` on the project's registry, with bearer tokens from the
+    environment: lists the dbt views, reads, counts across workers, is ready exactly when every
+    served view has its marker in Redis, and never prints a token."""
+    from skewless.online.watermark import marker_key
+    from skewless.registry import load_registry
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    token = "serve-test-token-0123456789abcdef"
+    auth = {"authorization": f"Bearer {token}"}
     skewless = os.path.join(os.path.dirname(sys.executable), "skewless")
     proc = subprocess.Popen(
         [skewless, "serve", "--port", str(port), "--workers", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, "SKEWLESS_SERVE_TOKENS": f"{token},another-token-0123456789"},
     )
     try:
         deadline = time.monotonic() + 120
         while True:
             assert proc.poll() is None, proc.stdout.read()
             try:
-                if _call(port, "GET", "/ready").status == 200:
+                if _call(port, "GET", "/health").status == 200:
                     break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, "skewless serve did not get ready"
+            assert time.monotonic() < deadline, "skewless serve did not start"
             time.sleep(0.2)
-        listing = _call(port, "GET", "/features").json
+        assert _call(port, "GET", "/features").status == 401
+        listing = _call(port, "GET", "/features", headers=auth).json
         assert "carrier_delay_stats_v1" in {v["versioned_name"] for v in listing["views"]}
         assert "delay_model_v1" in {s["name"] for s in listing["services"]}
         views = {v["versioned_name"]: v for v in listing["views"]}
         service = next(s for s in listing["services"] if s["name"] == "delay_model_v1")
         used = {f["reference"].split(":")[0] for f in service["features"]}
         row = {k: "X" for name in used for k in views[name]["entity"]}
-        answer = _get(port, {"entities": [row], "feature_service": "delay_model_v1"})
+        body = {"entities": [row], "feature_service": "delay_model_v1"}
+        assert _get(port, body).status == 401
+        answer = _get(port, body, headers=auth)
         assert answer.status == 200, answer.body
         got = answer.json
         assert got["feature_names"] == [f["name"] for f in service["features"]]
         assert all(got["statuses"][n] == ["missing"] for n in got["feature_names"])
+        # ready exactly when every served view version has been materialized in this namespace
+        namespace = os.environ["SKEWLESS_NAMESPACE"]
+        served = sorted(load_registry().views)
+        markers = rds.mget([marker_key(namespace, name) for name in served])
+        ready = _call(port, "GET", "/ready")
+        assert ready.status == (200 if all(markers) else 503), (ready.json, markers)
         for _ in range(20):  # new connections: both workers answer some
             _call(port, "GET", "/health")
-        text = _call(port, "GET", "/metrics").body.decode()
-        assert _sample(text, 'skewless_http_requests_total{endpoint="/health",status="200"}') == 20
+        text = _call(port, "GET", "/metrics", headers=auth).body.decode()
+        health = 'skewless_http_requests_total{endpoint="/health",status="200"}'
+        assert _sample(text, health) == 21  # with the one that said the server was up
     finally:
         proc.terminate()
         proc.wait(30)
+    output = proc.stdout.read()
+    assert f"on http://127.0.0.1:{port} (2 workers, bearer tokens required)" in output, output
+    assert token not in output and "another-token" not in output
 
 
 def test_serving_client_survives_a_connection_redis_closed(svc, rds, http_namespace):

@@ -29,7 +29,7 @@ ENDPOINTS = (
     "other",
 )
 """Every path outside this list counts as `other`, so a scan of random URLs cannot grow series."""
-STATUSES = (200, 400, 404, 405, 409, 413, 422, 500, 503)
+STATUSES = (200, 400, 401, 404, 405, 409, 413, 422, 500, 503)
 BUCKETS = (
     0.0001,
     0.00025,

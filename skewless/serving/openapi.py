@@ -1,12 +1,16 @@
 """The OpenAPI 3.1 document of `skewless serve`, served at GET /openapi.json.
 
 Written out as a dict (not generated from routes) because the app is a raw ASGI callable with no
-framework to introspect; tests check that it names every route the app answers.
+framework to introspect; tests check that it names every route the app answers, that real answers
+validate against it, and that its request examples (made from the served registry, so they name
+views that exist) get 200.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from skewless.registry import Registry
 
 VALUE = {
     "description": "A feature value with its type kept: integer, number, string, boolean or null.",
@@ -38,6 +42,9 @@ _ERROR = {
                         "data_error",
                         "stale_value",
                         "body_too_large",
+                        "headers_too_large",
+                        "request_timeout",
+                        "unauthorized",
                         "too_many_entities",
                         "not_found",
                         "method_not_allowed",
@@ -75,8 +82,68 @@ def _list_of(**properties: dict) -> dict[str, Any]:
     return {"type": "array", "items": {"type": "object", "properties": properties}}
 
 
-def spec(max_body_bytes: int, max_entities: int) -> dict[str, Any]:
-    """The document, with the server's configured request bounds written into it."""
+_INTEGER_TYPES = {"bigint", "integer", "smallint", "int", "int2", "int4", "int8"}
+
+
+def _example_row(views) -> dict[str, object]:
+    row: dict[str, object] = {}
+    for view in views:
+        types = view.entity_types or ("",) * len(view.entity)
+        for key, dtype in zip(view.entity, types, strict=True):
+            row.setdefault(key, 1 if dtype.lower() in _INTEGER_TYPES else "example")
+    return row
+
+
+def examples(registry: Registry) -> dict[str, Any]:
+    """Valid requests for the served registry: one by features, one by feature service."""
+    found: dict[str, Any] = {}
+    if registry.latest:
+        view = registry.latest[sorted(registry.latest)[0]]
+        found["features"] = {
+            "summary": f"Features of {view.name} (latest version) for one entity",
+            "value": {
+                "entities": [_example_row([view])],
+                "features": [f"{view.name}:{f.name}" for f in view.features[:2]],
+            },
+        }
+    if registry.services:
+        service = registry.services[sorted(registry.services)[0]]
+        found["feature_service"] = {
+            "summary": f"The features of the service {service.name} for one entity",
+            "value": {
+                "entities": [_example_row(service.views)],
+                "feature_service": service.name,
+            },
+        }
+    return found
+
+
+def _guarded(operation: dict[str, Any], auth: bool) -> dict[str, Any]:
+    """An operation that needs a bearer token when the server has tokens."""
+    operation["responses"]["401"] = _error("A bearer token is needed (the server has tokens)")
+    if auth:
+        operation["security"] = [{"bearerAuth": []}]
+    return operation
+
+
+def _open(operation: dict[str, Any]) -> dict[str, Any]:
+    operation["security"] = []
+    return operation
+
+
+def spec(
+    max_body_bytes: int,
+    max_entities: int,
+    registry: Registry | None = None,
+    auth: bool = False,
+) -> dict[str, Any]:
+    """The document, with the server's request bounds and `registry`'s examples written into it;
+    `auth`: the server requires bearer tokens."""
+    request_body: dict[str, Any] = {
+        "schema": {"$ref": "#/components/schemas/OnlineFeaturesRequest"}
+    }
+    if registry is not None and (found := examples(registry)):
+        request_body["examples"] = found
     return {
         "openapi": "3.1.0",
         "info": {
@@ -90,85 +157,110 @@ def spec(max_body_bytes: int, max_entities: int) -> dict[str, Any]:
         },
         "paths": {
             "/get-online-features": {
-                "post": {
-                    "operationId": "getOnlineFeatures",
-                    "summary": "Feature values for a list of entities",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/OnlineFeaturesRequest"}
+                "post": _guarded(
+                    {
+                        "operationId": "getOnlineFeatures",
+                        "summary": "Feature values for a list of entities",
+                        "requestBody": {
+                            "required": True,
+                            "content": {"application/json": request_body},
+                        },
+                        "responses": {
+                            "200": _json("OnlineFeaturesResponse", "One column per feature"),
+                            "400": _error("The body is not JSON"),
+                            "404": _error("An unknown feature view, feature or feature service"),
+                            "409": _error("A stale value of a view whose stale policy is `error`"),
+                            "413": _error(
+                                f"Body over {max_body_bytes} bytes or over {max_entities} entities"
+                            ),
+                            "422": _error(
+                                "A field is missing, unknown or of the wrong type, a feature "
+                                "reference is malformed or repeated, or an entity lacks a key column"
+                            ),
+                            "503": _error("The online store (Redis) is unavailable"),
+                        },
+                    },
+                    auth,
+                )
+            },
+            "/features": {
+                "get": _guarded(
+                    {
+                        "operationId": "listFeatures",
+                        "summary": "The registry: feature views, their features, feature services",
+                        "responses": {"200": _json("Registry", "Every view version and service")},
+                    },
+                    auth,
+                )
+            },
+            "/health": {
+                "get": _open(
+                    {
+                        "operationId": "health",
+                        "summary": "Liveness: the process answers",
+                        "responses": {"200": _json("Health", "Alive")},
+                    }
+                )
+            },
+            "/ready": {
+                "get": _open(
+                    {
+                        "operationId": "ready",
+                        "summary": (
+                            "Readiness: the registry is loaded, Redis answers, and every served view "
+                            "version has been materialized (an empty store is not ready)"
+                        ),
+                        "responses": {
+                            "200": _json("Ready", "Ready to serve"),
+                            "503": _json("Ready", "Not ready; `reason` says why, without details"),
+                        },
+                    }
+                )
+            },
+            "/metrics": {
+                "get": _guarded(
+                    {
+                        "operationId": "metrics",
+                        "summary": "Prometheus metrics: requests, latency histogram, Redis errors",
+                        "responses": {
+                            "200": {
+                                "description": "Prometheus text exposition format 0.0.4",
+                                "content": {
+                                    "text/plain; version=0.0.4": {"schema": {"type": "string"}}
+                                },
                             }
                         },
                     },
-                    "responses": {
-                        "200": _json("OnlineFeaturesResponse", "One column per feature"),
-                        "400": _error("The body is not JSON"),
-                        "404": _error("An unknown feature view, feature or feature service"),
-                        "409": _error("A stale value of a view whose stale policy is `error`"),
-                        "413": _error(
-                            f"Body over {max_body_bytes} bytes or over {max_entities} entities"
-                        ),
-                        "422": _error(
-                            "A field is missing, unknown or of the wrong type, a feature "
-                            "reference is malformed or repeated, or an entity lacks a key column"
-                        ),
-                        "503": _error("Redis cannot be reached"),
-                    },
-                }
-            },
-            "/features": {
-                "get": {
-                    "operationId": "listFeatures",
-                    "summary": "The registry: feature views, their features, feature services",
-                    "responses": {"200": _json("Registry", "Every view version and service")},
-                }
-            },
-            "/health": {
-                "get": {
-                    "operationId": "health",
-                    "summary": "Liveness: the process answers",
-                    "responses": {"200": _json("Health", "Alive")},
-                }
-            },
-            "/ready": {
-                "get": {
-                    "operationId": "ready",
-                    "summary": "Readiness: Redis answers PING and the registry is loaded",
-                    "responses": {
-                        "200": _json("Ready", "Ready to serve"),
-                        "503": _json("Ready", "Not ready; the body says why"),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics: requests, latency histogram, Redis errors",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text exposition format 0.0.4",
-                            "content": {
-                                "text/plain; version=0.0.4": {"schema": {"type": "string"}}
-                            },
-                        }
-                    },
-                }
+                    auth,
+                )
             },
             "/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "summary": "This document",
-                    "responses": {
-                        "200": {
-                            "description": "OpenAPI 3.1",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
-                }
+                "get": _open(
+                    {
+                        "operationId": "openapi",
+                        "summary": "This document",
+                        "responses": {
+                            "200": {
+                                "description": "OpenAPI 3.1",
+                                "content": {"application/json": {"schema": {"type": "object"}}},
+                            }
+                        },
+                    }
+                )
             },
         },
         "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": (
+                        "`Authorization: Bearer <token>`, one of the tokens in the server's "
+                        "SKEWLESS_SERVE_TOKENS; required by /get-online-features, /features and "
+                        "/metrics when that variable is set"
+                    ),
+                }
+            },
             "schemas": {
                 "OnlineFeaturesRequest": {
                     "type": "object",
@@ -184,7 +276,6 @@ def spec(max_body_bytes: int, max_entities: int) -> dict[str, Any]:
                                 "type": "object",
                                 "additionalProperties": {"type": ["string", "integer"]},
                             },
-                            "examples": [[{"carrier": "UA"}, {"origin": "JFK", "dest": "LAX"}]],
                         },
                         "features": {
                             "type": "array",
@@ -195,12 +286,10 @@ def spec(max_body_bytes: int, max_entities: int) -> dict[str, Any]:
                                 "`view:feature` (latest version) or `view_v<N>:feature`; "
                                 "columns are named `view_v<N>:feature`."
                             ),
-                            "examples": [["carrier_delay_stats:dep_delay_mean_7d"]],
                         },
                         "feature_service": {
                             "type": "string",
                             "description": "A feature service; columns are named as it names them.",
-                            "examples": ["delay_model_v1"],
                         },
                         "now": {
                             "type": "string",
@@ -274,14 +363,16 @@ def spec(max_body_bytes: int, max_entities: int) -> dict[str, Any]:
                 },
                 "Ready": {
                     "type": "object",
-                    "required": ["ready"],
+                    "required": ["ready", "reason"],
                     "properties": {
                         "ready": {"type": "boolean"},
-                        "redis": {"type": "string"},
-                        "registry": {"type": "string"},
+                        "reason": {
+                            "type": "string",
+                            "description": "`ok`, or why not, without server details",
+                        },
                     },
                 },
                 "Error": _ERROR,
-            }
+            },
         },
     }

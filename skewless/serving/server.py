@@ -4,33 +4,59 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import sys
 
+from skewless.errors import SkewlessError
 from skewless.serving.app import MAX_BODY_ENV, MAX_ENTITIES_ENV
+from skewless.serving.auth import exposure_warning, tokens_from_environment
 from skewless.serving.metrics import METRICS_DIR_ENV
+from skewless.serving.protocol import (
+    MAX_HEADER_BYTES,
+    MAX_HEADER_ENV,
+    READ_TIMEOUT,
+    READ_TIMEOUT_ENV,
+    BoundedHttpToolsProtocol,
+)
 
 UVICORN_OPTIONS = {
     "loop": "uvloop",
-    "http": "httptools",
+    "http": "skewless.serving.protocol:BoundedHttpToolsProtocol",
+    "ws": "none",
     "lifespan": "off",
     "access_log": False,
     "server_header": False,
     "date_header": False,
     "backlog": 2048,
     "proxy_headers": False,
+    "timeout_keep_alive": 5,
 }
-"""The fastest uvicorn stack (uvloop, httptools), no per-request logging, no extra headers and no
+"""The fastest uvicorn stack (uvloop, httptools, with a bounded request head and a read timeout:
+serving.protocol), no WebSocket upgrades, no per-request logging, no extra headers and no
 X-Forwarded-* middleware (the app never looks at the client's address)."""
 
 
-def serve(host: str, port: int, workers: int = 1, *, max_body_bytes: int, max_entities: int) -> int:
-    """Serve until interrupted. Fails before listening when Redis or the registry is missing."""
+def serve(
+    host: str,
+    port: int,
+    workers: int = 1,
+    *,
+    max_body_bytes: int,
+    max_entities: int,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+    read_timeout: float = READ_TIMEOUT,
+) -> int:
+    """Serve until interrupted. Fails before listening when Redis or the registry is missing, or
+    when SKEWLESS_SERVE_TOKENS holds a weak token; prints where it serves once the port is bound."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from skewless.config import settings
     from skewless.dbt import ensure_manifest
     from skewless.registry import load_registry
     from skewless.services import services
 
+    tokens = tokens_from_environment()
     found = services()  # starts embedded servers if used; exports SKEWLESS_REDIS_URL to workers
     ensure_manifest()
     registry = load_registry()
@@ -40,14 +66,11 @@ def serve(host: str, port: int, workers: int = 1, *, max_body_bytes: int, max_en
     os.environ[METRICS_DIR_ENV] = str(folder)
     os.environ[MAX_BODY_ENV] = str(max_body_bytes)
     os.environ[MAX_ENTITIES_ENV] = str(max_entities)
-    print(f"{found.describe()[1]}; namespace {settings().namespace!r}")
-    print(
-        f"serving {len(registry.views)} feature views and {len(registry.services)} feature services "
-        f"on http://{host}:{port} ({workers} worker{'s' if workers != 1 else ''}); "
-        f"API: http://{host}:{port}/openapi.json",
-        flush=True,
-    )
-    uvicorn.run(
+    os.environ[MAX_HEADER_ENV] = str(max_header_bytes)  # worker processes import the protocol anew
+    os.environ[READ_TIMEOUT_ENV] = str(read_timeout)
+    BoundedHttpToolsProtocol.max_header_bytes = max_header_bytes
+    BoundedHttpToolsProtocol.read_timeout = read_timeout
+    config = uvicorn.Config(
         "skewless.serving.app:from_environment",
         factory=True,
         host=host,
@@ -56,4 +79,38 @@ def serve(host: str, port: int, workers: int = 1, *, max_body_bytes: int, max_en
         log_level="warning",
         **UVICORN_OPTIONS,
     )
+    sock = _bind(host, port)
+    print(f"{found.describe()[1]}; namespace {settings().namespace!r}")
+    warning = exposure_warning(host, bool(tokens))
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"serving {len(registry.views)} feature views and {len(registry.services)} feature services "
+        f"on http://{shown}:{port} ({workers} worker{'s' if workers != 1 else ''}"
+        f"{', bearer tokens required' if tokens else ''}); API: http://{shown}:{port}/openapi.json",
+        flush=True,
+    )
+    try:
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is printed (as uvicorn binds it)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise SkewlessError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
