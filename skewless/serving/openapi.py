@@ -144,6 +144,29 @@ def spec(
     }
     if registry is not None and (found := examples(registry)):
         request_body["examples"] = found
+    document = _document(max_body_bytes, max_entities, request_body, auth)
+    if registry is not None:
+        _served_names(document["components"]["schemas"]["OnlineFeaturesRequest"], registry)
+    return document
+
+
+def _served_names(request: dict[str, Any], registry: Registry) -> None:
+    """The feature references and services the registry serves, as enums: clients (and fuzzers)
+    see what exists; the document changes when the registry does."""
+    references = {
+        f"{v.versioned_name}:{f.name}" for v in registry.views.values() for f in v.features
+    }
+    references |= {f"{v.name}:{f.name}" for v in registry.latest.values() for f in v.features}
+    properties = request["properties"]
+    if references:
+        properties["features"]["items"]["enum"] = sorted(references)
+    if registry.services:
+        properties["feature_service"]["enum"] = sorted(registry.services)
+
+
+def _document(
+    max_body_bytes: int, max_entities: int, request_body: dict[str, Any], auth: bool
+) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
