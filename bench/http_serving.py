@@ -13,12 +13,15 @@ Measured, all in the same run on the same data:
   features (a random entity per request), N requests after a warm-up, p50/p99/p99.9;
 - HTTP throughput from C concurrent keep-alive connections for D seconds after a warm-up: an
   asyncio (uvloop) raw-socket client, one request in flight per connection, with latency under
-  load; the same load on GET /health gives the ceiling of the HTTP stack and load generator alone.
+  load; the same load on GET /health gives the ceiling of the HTTP stack and load generator alone;
+- mixed load (issue 12, point 12): p50/p99 of single-entity reads and of GET /health from one
+  paced client, first on an idle server, then while 4 other clients send 10,000-entity requests
+  back to back (1 worker: they share one event loop), in the same run.
 
 Every response is checked (status 200, the expected feature values) while it is timed.
 
     .venv/bin/python bench/http_serving.py [--workers 1,2] [--requests 5000] [--connections 32]
-                                           [--duration 5] [--entities 10000]
+                                           [--duration 5] [--entities 10000] [--big-clients 4]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -360,6 +364,91 @@ def _throughput(
     return load.result()
 
 
+# -- mixed load: large requests beside small ones ------------------------------------------------
+
+
+class _BigClient(threading.Thread):
+    """Sends one large request after another on its own keep-alive connection until stopped."""
+
+    def __init__(self, port: int, request: bytes, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.port, self.request, self.stop = port, request, stop
+        self.latencies: list[float] = []
+        self.error: str | None = None
+
+    def run(self) -> None:
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        try:
+            while not self.stop.is_set():
+                start = time.perf_counter()
+                sock.sendall(self.request)
+                buffer = bytearray()
+                total = None
+                while total is None or len(buffer) < total:
+                    chunk = sock.recv(1 << 20)
+                    if not chunk:
+                        self.error = "the server closed the connection"
+                        return
+                    buffer += chunk
+                    end = buffer.find(b"\r\n\r\n")
+                    if total is None and end >= 0:
+                        head = bytes(buffer[:end]).lower()
+                        at = head.find(b"content-length:")
+                        eol = head.find(b"\r\n", at)
+                        total = end + 4 + int(head[at + 15 : eol if eol >= 0 else len(head)])
+                if not buffer.startswith(b"HTTP/1.1 200"):
+                    self.error = bytes(buffer[:300]).decode(errors="replace")
+                    return
+                self.latencies.append((time.perf_counter() - start) * 1e6)
+        finally:
+            sock.close()
+
+
+def _sequential(port: int, requests: list, n: int) -> list[float]:
+    """Latencies (us) of n requests from one paced keep-alive client, each checked."""
+    client = _BlockingClient(port)
+    out = []
+    try:
+        for i in range(n):
+            entity, request = requests[i % len(requests)]
+            start = time.perf_counter_ns()
+            status, body = client.send(request)
+            out.append((time.perf_counter_ns() - start) / 1000)
+            if entity is None:
+                if status != 200:
+                    raise SystemExit(f"HTTP {status}: {body[:300]!r}")
+            else:
+                _check(entity, status, body)
+            time.sleep(0.002)  # a paced client: latency, not throughput
+    finally:
+        client.close()
+    return out
+
+
+def _mixed(port: int, small: list, health: list, big_request: bytes, clients: int, n: int) -> dict:
+    """Small reads and /health, idle and then beside `clients` senders of large requests."""
+    result = {
+        "idle": {"small": _sequential(port, small, n), "health": _sequential(port, health, n)}
+    }
+    stop = threading.Event()
+    senders = [_BigClient(port, big_request, stop) for _ in range(clients)]
+    for sender in senders:
+        sender.start()
+    time.sleep(1.0)  # every sender has a large request in flight
+    try:
+        loaded = {"small": _sequential(port, small, n), "health": _sequential(port, health, n)}
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join(60)
+    errors = [s.error for s in senders if s.error]
+    if errors:
+        raise SystemExit(f"a large request failed: {errors[0]}")
+    loaded["large"] = [x for s in senders for x in s.latencies]
+    result["loaded"] = loaded
+    return result
+
+
 # -- the server -----------------------------------------------------------------------------------
 
 
@@ -446,6 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-coalesce", action="store_true", help="serve each request with its own Redis read"
     )
+    parser.add_argument(
+        "--big-clients", type=int, default=4, help="clients sending 10,000-entity requests"
+    )
+    parser.add_argument(
+        "--mixed-requests", type=int, default=1_000, help="timed small requests, idle and loaded"
+    )
     args = parser.parse_args(argv)
     if args.no_coalesce:
         os.environ[COALESCE_ENV] = "0"
@@ -509,6 +604,17 @@ def main(argv: list[str] | None = None) -> int:
         mixed = [(e, bodies[e]) for e in (rng.randrange(e_count) for _ in range(4096))]
         health = [(None, _request("/health", None))]
         loads = []
+        mixed_result: dict | None = None
+        big_entities = min(10_000, e_count)
+        big_request = _request(
+            "/get-online-features",
+            orjson.dumps(
+                {
+                    "entities": [{"entity_id": e} for e in range(big_entities)],
+                    "features": [f"{VIEW_NAME}:{f}" for f in FEATURES],
+                }
+            ),
+        )
         for workers in worker_counts:
             port = _free_port()
             _log(f"server with {workers} worker(s) on port {port}")
@@ -532,6 +638,13 @@ def main(argv: list[str] | None = None) -> int:
                 online = _throughput(port, mixed, c, 1.0, args.duration, pids, redis_pid)
                 healthy = _throughput(port, health, c, 1.0, args.duration, pids, redis_pid)
                 loads.append((workers, online, healthy))
+                if mixed_result is None and workers == 1:
+                    _log(
+                        f"mixed load: {args.big_clients} clients x {big_entities:,}-entity requests"
+                    )
+                    mixed_result = _mixed(
+                        port, mixed, health, big_request, args.big_clients, args.mixed_requests
+                    )
             finally:
                 _stop(proc)
 
@@ -579,6 +692,28 @@ def main(argv: list[str] | None = None) -> int:
                 f"({'met' if p99 <= 1000 else 'NOT met'}); {online.rps:,.0f} req/s "
                 f"({'met' if online.rps >= 5000 else 'NOT met'})"
             )
+        if mixed_result is not None:
+            print()
+            print(
+                f"mixed load, 1 worker: one paced client, idle, then while {args.big_clients} "
+                f"clients send {big_entities:,}-entity x {len(FEATURES)}-feature requests back to "
+                f"back (load average {os.getloadavg()[0]:.2f} now)"
+            )
+            print(f"  {'':<36} {'p50 us':>8} {'p99 us':>8} {'max us':>8}")
+            for phase in ("idle", "loaded"):
+                for name, label in (("small", "POST 1 entity"), ("health", "GET /health")):
+                    samples = mixed_result[phase][name]
+                    print(
+                        f"  {phase + ': ' + label:<36} {_pct(samples, 0.5):>8.0f} "
+                        f"{_pct(samples, 0.99):>8.0f} {max(samples):>8.0f}"
+                    )
+            large = mixed_result["loaded"]["large"]
+            if large:
+                name = f"the large requests ({len(large)})"
+                print(
+                    f"  {name:<36} {_pct(large, 0.5):>8.0f} {_pct(large, 0.99):>8.0f} "
+                    f"{max(large):>8.0f}"
+                )
         cores = os.cpu_count() or 1
         print(
             f"CPU-bound ceiling if the {cores} cores ran only this test (server, Redis and load "
