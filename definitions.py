@@ -17,6 +17,7 @@ from checks.schema import schema_check
 from jobs import build_features_job, daily_refresh_job, monitor_features_job, raw_days_job
 from resources import PostgresResource, RedisResource, dbt_resource
 from sensors.daily_refresh_schedule import daily_refresh_schedule
+from sensors.dead_run_sensor import dead_run_sensor
 from sensors.feature_build_sensor import feature_build_sensor
 from sensors.freshness_sensors import data_freshness_sensor, materialization_freshness_sensor
 from sensors.landing_sensor import landing_sensor
@@ -58,6 +59,7 @@ defs = Definitions(
         landing_sensor,
         feature_build_sensor,
         run_failure_sensor,
+        dead_run_sensor,
     ],
     resources={
         "postgres": PostgresResource(url=EnvVar("SKEWLESS_POSTGRES_URL")),

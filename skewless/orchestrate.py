@@ -19,6 +19,15 @@ from skewless.config import settings
 from skewless.progress import log
 from skewless.services import services
 
+HOST_TAG = "skewless/host"
+"""Run tag naming the machine whose process runs it (sensors/dead_run_sensor.py reads it)."""
+
+
+def host_tags() -> dict[str, str]:
+    import socket
+
+    return {HOST_TAG: socket.gethostname()}
+
 
 def prepare_dagster_home() -> dict[str, str]:
     """Servers up, DAGSTER_HOME in the state folder with the committed dagster.yaml; returns env."""
@@ -91,7 +100,10 @@ def materialize_days(first: date, last: date) -> list:
     with DagsterInstance.get() as instance, _stdout_to(_run_log()):
         for job_name, tags in (("raw_days", days), ("build_features", {})):
             result = defs.resolve_job_def(job_name).execute_in_process(
-                instance=instance, tags=tags, run_config=quiet, raise_on_error=False
+                instance=instance,
+                tags={**tags, **host_tags()},
+                run_config=quiet,
+                raise_on_error=False,
             )
             results.append(result)
             if not result.success:
@@ -113,5 +125,7 @@ def run_job(job_name: str):
         return (
             load_definitions()
             .resolve_job_def(job_name)
-            .execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+            .execute_in_process(
+                instance=instance, tags=host_tags(), run_config=quiet, raise_on_error=False
+            )
         )
