@@ -264,3 +264,39 @@ def test_long_state_folder_keeps_sockets_in_private_folders_without_tcp(tmp_path
         assert not Path(pg_socket_dir).exists() and not redis_socket_dir.exists()
     finally:
         _skewless("down", state_dir=state)
+
+
+def test_killed_postgres_restarts_with_its_data_and_a_reused_pid_is_left_alone(tmp_path):
+    """PostgreSQL SIGKILLed: the next command starts it again (crash recovery keeps committed
+    rows), even when its old PID now belongs to another process, which is left alone."""
+    state = tmp_path / "state"
+    bystander = None
+    try:
+        up = _skewless("status", state_dir=state)
+        assert up.returncode == 0, up.stderr
+        url = up.stdout.split("PostgreSQL (embedded): ", 1)[1].split()[0]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("create table kept (n int)")
+            conn.execute("insert into kept values (42)")
+        pidfile = state / "postgres" / "postmaster.pid"
+        lines = pidfile.read_text().splitlines()
+        postmaster = psutil.Process(int(lines[0]))
+        family = [postmaster, *postmaster.children()]
+        postmaster.kill()
+        psutil.wait_procs(family, timeout=30)
+        bystander = subprocess.Popen(["sleep", "300"])
+        pidfile.write_text("\n".join([str(bystander.pid), *lines[1:]]) + "\n")
+
+        again = _skewless("status", state_dir=state)
+
+        assert again.returncode == 0, again.stderr
+        assert bystander.poll() is None
+        url = again.stdout.split("PostgreSQL (embedded): ", 1)[1].split()[0]
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select n from kept").fetchall() == [(42,)]
+    finally:
+        _skewless("down", state_dir=state)
+        if bystander is not None:
+            assert bystander.poll() is None, "a process holding a stale PID was signalled"
+            bystander.kill()
+            bystander.wait()
