@@ -92,6 +92,10 @@ CORRUPTIONS = {
         lambda t: t.replace("2013-12-01 13:00:00+00:00", "2013-12-01 13:00:00", 1),
         "column time_hour: 1 unparsable timestamps",
     ),
+    "time_hour not on the hour": (
+        lambda t: t.replace("2013-12-01 13:00:00+00:00", "2013-12-01 13:30:00+00:00", 1),
+        "column time_hour: 1 values are not on the hour",
+    ),
     "time_hour of another hour": (
         lambda t: t.replace("2013-12-01 13:00:00+00:00", "2013-12-01 03:00:00+00:00", 1),
         "column time_hour: 1 values disagree with the row's local year/month/day/hour",

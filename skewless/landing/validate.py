@@ -8,8 +8,8 @@ A file is refused whole, with a reason naming the column and an example line, wh
 - it is not a readable CSV, or its columns are missing or unexpected, or it has no rows;
 - a value has the wrong type, a timestamp is not whole (`YYYY-MM-DD HH:MM:SS` with a UTC offset:
   no partial dates, no missing offset), or a required column is empty;
-- a row is of another day, its `time_hour` disagrees with its year/month/day/hour, or it lies
-  after the project clock;
+- a row is of another day, its `time_hour` is not on the hour or disagrees with its local
+  year/month/day/hour, or it lies after the project clock;
 - a row repeats another exactly, or repeats the key the table declares (`KEYS`).
 Nothing is half-loaded because nothing is loaded until the whole file has passed.
 """
@@ -254,7 +254,14 @@ def validate_file(
 
 
 def _check_times(frame: pd.DataFrame, raw: pd.DataFrame, now: datetime) -> None:
-    """`time_hour` is the local year/month/day/hour it stands beside, and not after `now`."""
+    """`time_hour` is on the hour, is the local year/month/day/hour it stands beside, and is not
+    after `now`."""
+    off_hour = frame["time_hour"] != frame["time_hour"].dt.floor("h")
+    if off_hour.any():
+        raise InvalidFile(
+            f"column time_hour: {int(off_hour.sum())} values are not on the hour "
+            f"({_examples(raw['time_hour'], off_hour)})"
+        )
     local = frame["time_hour"].dt.tz_convert(clock.NEW_YORK)
     hour = frame["hour"]
     wrong = (
