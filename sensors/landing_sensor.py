@@ -98,7 +98,7 @@ def landing_sensor(context: SensorEvaluationContext) -> SensorResult:
         context.log.warning(f"quarantined {path.parent.name}/{path.name}: misnamed -> {where}")
     valid: list[LandedFile] = []
     first, last = PARTITION_DAYS
-    now = clock.now()
+    now = clock.now(fresh=True)  # replay moves the clock just before a day's files land
     for f in files:
         if f.identity in requested:
             continue  # its run was requested; the run moves it to processed/

@@ -37,11 +37,13 @@ def _parse(text: str, where: str) -> datetime:
     return moment
 
 
-def now() -> datetime:
+def now(*, fresh: bool = False) -> datetime:
+    """The project's time; `fresh` re-reads the replay clock now instead of within a second
+    (a decision that must see the latest move, e.g. whether a landed day is over)."""
     pinned = os.environ.get("SKEWLESS_NOW")
     if pinned:
         return _parse(pinned, "SKEWLESS_NOW")
-    replay = replay_clock()
+    replay = replay_clock(fresh=fresh)
     return replay if replay is not None else datetime.now(UTC)
 
 
@@ -50,10 +52,10 @@ REREAD_SECONDS = 1.0
 """A serving process asks the clock per request: the replay file is re-read at most this often."""
 
 
-def replay_clock() -> datetime | None:
+def replay_clock(*, fresh: bool = False) -> datetime | None:
     global _cache
     checked, value = _cache
-    if time.monotonic() - checked < REREAD_SECONDS:
+    if not fresh and time.monotonic() - checked < REREAD_SECONDS:
         return value
     path = _replay_file()
     value = _parse(path.read_text(), str(path)) if path.exists() else None

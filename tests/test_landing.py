@@ -486,3 +486,23 @@ def test_a_load_that_fails_midway_leaves_the_replay_clock_where_it_was(zone, pg)
     assert _days_loaded(pg, "flights") == {}
     assert clock.replay_clock() == before
     clock.clear_replay_clock()
+
+
+def test_replayed_days_are_over_by_the_clock_when_the_sensor_sees_them(zone, pg, monkeypatch):
+    """replay moves the clock before a day's files land, and the sensor re-reads the clock: a
+    sensor process that read it a moment before the move still accepts the new day."""
+    import time
+
+    monkeypatch.delenv("SKEWLESS_NOW")
+    clock.clear_replay_clock()
+    earlier = clock.advance_replay_clock(clock._parse("2013-11-30T00:00:00-05:00", "test"))
+    try:
+        replay(D1, D1, 0)
+        assert clock.replay_clock(fresh=True).isoformat() == "2013-12-02T00:00:00-05:00"
+        _defs()  # loaded before: the evaluation below takes well under the clock's reread time
+        clock._cache = (time.monotonic(), earlier)  # another process's reading, just before
+        requests, _ = _evaluate(DagsterInstance.ephemeral())
+    finally:
+        clock.clear_replay_clock()
+    assert sorted(k.path[1] for r in requests for k in r.asset_selection) == ["flights", "weather"]
+    assert not (zone / "quarantine").exists()

@@ -55,7 +55,7 @@ def load_landed_days(
     invalid file(s), before anything is written.
     """
     root = root or landing_dir()
-    now = now or clock.now()
+    now = now or clock.now(fresh=True)
     bounds = {"first": partitions[0], "last": partitions[1], "now": now}
     refused = []
     for day in _days(first, last):

@@ -157,7 +157,7 @@ def check_day(
         raise InvalidFile(f"unknown table {table!r}; landed tables are {sorted(COLUMNS)}")
     if not first <= day <= last:
         raise InvalidFile(f"day {day} is outside the partitions ({first}..{last})")
-    now = now or clock.now()
+    now = now or clock.now(fresh=True)
     if day_end(day) > now:
         raise InvalidFile(
             f"day {day} is not over by the project clock ({now.isoformat()}): its data would be "
@@ -180,7 +180,7 @@ def validate_file(
     `now` the project clock (default: `skewless.clock.now()`). `FileNotFoundError` when the
     file is gone (loaded and moved meanwhile).
     """
-    now = now or clock.now()
+    now = now or clock.now(fresh=True)
     check_day(table, day, first=first, last=last, now=now)
     spec = COLUMNS[table]
     data = path.read_bytes()
