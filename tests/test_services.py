@@ -300,3 +300,23 @@ def test_killed_postgres_restarts_with_its_data_and_a_reused_pid_is_left_alone(t
             assert bystander.poll() is None, "a process holding a stale PID was signalled"
             bystander.kill()
             bystander.wait()
+
+
+def test_a_socket_folder_someone_else_prepared_is_refused(tmp_path):
+    """Never a socket in a folder that is a symlink, not ours, or open to others."""
+    from skewless.errors import ServiceUnavailable
+    from skewless.services.process import private_folder
+
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    for folder, problem in ((link, "not a folder"), (shared, "mode 777")):
+        with pytest.raises(ServiceUnavailable, match=problem):
+            private_folder(folder)
+    made = private_folder(tmp_path / "fresh")
+    assert stat.S_IMODE(os.lstat(made).st_mode) == 0o700
+    assert private_folder(made) == made  # ours already: reused

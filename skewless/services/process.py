@@ -98,14 +98,18 @@ def socket_folder(preferred: Path, socket_name: str, *, owner_uid: int | None = 
     """`preferred` when a socket in it has a short enough path, else a private short folder.
 
     The private folder is `<runtime>/skewless-<uid>-<hash of preferred>`, where runtime is
-    $XDG_RUNTIME_DIR when it is a private folder of ours, else /tmp. It is created mode 700 and
+    $XDG_RUNTIME_DIR when it is a private folder of ours (and the server runs as us), else /tmp. It is created mode 700 and
     given to `owner_uid` (the server's user; default: us); an existing one is used only when it is
     a real folder (not a symlink) of that owner with mode 700, otherwise this refuses.
     """
     if len(str(preferred / socket_name)) <= MAX_SOCKET_PATH:
         return preferred
     digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
-    folder = _runtime_base() / f"skewless-{os.getuid()}-{digest}"
+    # A server running as another user (PostgreSQL's own account when we are root) cannot enter
+    # our private $XDG_RUNTIME_DIR: its folder goes to /tmp (sticky, so no one can replace it).
+    ours = owner_uid is None or owner_uid == os.getuid()
+    base = _runtime_base() if ours else Path("/tmp")
+    folder = base / f"skewless-{os.getuid()}-{digest}"
     if len(str(folder / socket_name)) > MAX_SOCKET_PATH:
         folder = Path("/tmp") / folder.name
     return private_folder(folder, owner_uid=owner_uid)
