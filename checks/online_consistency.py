@@ -1,7 +1,9 @@
 """Online/offline consistency: a random sample of Redis values equals the latest offline rows.
 
-Runs after each publish; it cannot unpublish, so it fails loudly (ERROR) above the threshold and
-names the entities, for a full refresh (`full_refresh: true`) to repair them.
+Runs after each publish; it cannot unpublish, so it fails loudly above the threshold and names
+the entities, for a full refresh (`full_refresh: true`) to repair them. It is blocking with
+severity ERROR: Dagster then fails the check's step (DagsterAssetCheckFailedError), so the run
+reports failure, and nothing downstream of the online view runs on skewed values.
 """
 
 import os
@@ -29,6 +31,7 @@ def online_consistency_check(view: FeatureView) -> AssetChecksDefinition:
     @asset_check(
         asset=AssetKey(["online", view.versioned_name]),
         name="online_matches_offline",
+        blocking=True,
         description=f"{SAMPLE} random live entities of {view.relation}: Redis holds their "
         "latest offline row, value for value.",
     )

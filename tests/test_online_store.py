@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import random
 import threading
-import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -104,14 +103,15 @@ def _stored(rds, namespace: str, view: FeatureView = VIEW) -> dict[int, tuple | 
 
 
 def _assert_ttls_follow_feature_ts(rds, namespace: str, view: FeatureView = VIEW) -> None:
-    """Each stored key expires when its own value's TTL ends (NOW is the project clock), also
-    when the script put an older write's victim back."""
+    """Each stored key expires when its own value's lifetime ends (the TTL, then the collection
+    margin; NOW is the project clock), also when the script put an older write's victim back."""
+    life = codec.lifetime(view.ttl)
     for key_values in ENTITIES:
         key = entity_key(namespace, view.versioned_name, key_values)
         raw = rds.get(key)
         if raw is None:
             continue
-        left_ms = (codec.decode_times(raw)[0] + view.ttl - NOW) / timedelta(milliseconds=1)
+        left_ms = (codec.decode_times(raw)[0] + life - NOW) / timedelta(milliseconds=1)
         assert abs(rds.pttl(key) - left_ms) < 3000, (key, rds.pttl(key), left_ms)
 
 
@@ -191,7 +191,8 @@ def test_an_older_write_leaves_the_newer_value_and_its_expiry(rds, namespace):
         assert write_rows(rds, namespace, VIEW, [older], now=NOW).written == 0
         assert rds.get(key) == newer
         assert abs(rds.pttl(key) - ttl) < 1000
-    assert abs(ttl - timedelta(hours=5) / timedelta(milliseconds=1)) < 1000  # 04:00 + 3 h - NOW
+    # 04:00 + 3 h TTL + 3 h margin - NOW
+    assert abs(ttl - timedelta(hours=8) / timedelta(milliseconds=1)) < 1000
     no_ttl = replace(VIEW, ttl=None, name="toy_no_ttl")
     key = entity_key(namespace, no_ttl.versioned_name, ENTITIES[0])
     write_rows(rds, namespace, no_ttl, [_row(0, 4, 1, 40)], now=NOW)
@@ -243,12 +244,14 @@ def test_materializing_twice_is_materializing_once_and_runs_are_incremental(
     mark = watermark.read(pg, table.name, table.version, namespace)
     assert mark.watermark == T0 + timedelta(minutes=3)
     assert mark.newest_feature_ts == T0 + timedelta(hours=4)
-    # the contract: created_at grows as rows arrive. A row created "in the past" is behind the
-    # watermark, so only a full refresh publishes it
+    # a row created "in the past" (behind the watermark) with a newer feature_ts is published
+    # too: runs compare versions per entity, not created_at with a watermark
     _insert(pg, table, [_row(0, 5, 0, 10)])
+    late = materialize_view(pg, rds, namespace, table, now=NOW)
+    assert (late.mode, late.entities, late.written) == ("incremental", 1, 1)
+    assert _stored(rds, namespace, table)[0][2] == 10
     assert materialize_view(pg, rds, namespace, table, now=NOW).entities == 0
     assert materialize_view(pg, rds, namespace, table, now=NOW, full_refresh=True).written == 3
-    assert _stored(rds, namespace, table)[0][2] == 10
 
 
 def test_a_redis_that_lost_its_data_gets_a_full_refresh(pg, rds, namespace, table):
@@ -317,20 +320,24 @@ def test_a_run_that_dies_midway_publishes_nothing_wrong_and_its_retry_completes(
 
 
 def test_keys_carry_the_views_ttl_on_the_project_clock(pg, rds, namespace, table):
-    """A value that is 3 h - 1.5 s old on the (replay) clock expires 1.5 s later in wall time."""
+    """A value that is 3 h - 1.5 s old on the (replay) clock leaves the window 1.5 s later in
+    wall time; Redis collects it the margin (3 h, the TTL) after that."""
     _insert(pg, table, [_row(0, 2, 1, 5)])
     now = T0 + timedelta(hours=5) - timedelta(seconds=1.5)
     materialize_view(pg, rds, namespace, table, now=now)
     key = entity_key(namespace, table.versioned_name, ENTITIES[0])
-    assert 0 < rds.pttl(key) <= 1500
+    margin_ms = timedelta(hours=3) / timedelta(milliseconds=1)
+    assert margin_ms < rds.pttl(key) <= margin_ms + 1500
     write_rows(rds, namespace, table, [_row(1, 2, 1, 5)], now=now)
-    assert 0 < rds.pttl(entity_key(namespace, table.versioned_name, ENTITIES[1])) <= 1500
+    pttl = rds.pttl(entity_key(namespace, table.versioned_name, ENTITIES[1]))
+    assert margin_ms < pttl <= margin_ms + 1500
     # already older than the TTL: not written at all
     assert write_rows(rds, namespace, table, [_row(2, 0, 0, 1)], now=now).entities == 0
-    deadline = time.monotonic() + 10
-    while rds.exists(key) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not rds.exists(key)
+    # the reader, not Redis, says when the value leaves the window
+    at_edge = _read(rds, namespace, table, T0 + timedelta(hours=5), ENTITIES[:1])
+    assert at_edge.statuses["toy_v1:n"] == [PRESENT]
+    past = _read(rds, namespace, table, T0 + timedelta(hours=5, microseconds=1), ENTITIES[:1])
+    assert past.statuses["toy_v1:n"] == [STALE]
     no_ttl = replace(table, ttl=None)
     write_rows(rds, namespace, no_ttl, [_row(0, 0, 0, 1)], now=now)
     assert rds.pttl(entity_key(namespace, table.versioned_name, ENTITIES[0])) == -1

@@ -69,8 +69,30 @@ def decode_values(raw: bytes) -> list:
     return msgpack.unpackb(raw[HEADER:])
 
 
+MIN_EXPIRY_MARGIN = timedelta(hours=1)
+"""The least time Redis keeps a key after its value left the view's window (see `lifetime`)."""
+
+
+def lifetime(ttl: timedelta | None) -> timedelta | None:
+    """How long after its feature_ts Redis keeps a value's key: the TTL, then a margin.
+
+    Liveness is the reader's call, not Redis's: a value is alive at `now` while
+    `feature_ts >= now - ttl` (the offline window's inclusive edge), judged from the value's own
+    header. Redis expiry only collects garbage, a margin (the TTL itself, at least an hour) after
+    the edge, so a value exactly at the edge is still there to read however the wall clock
+    moves meanwhile: a replay clock standing still while wall time runs on, a read that lands a
+    few milliseconds after the write. Past the edge, within the margin, a value reads `stale`
+    (the view's stale policy); after it, `missing`.
+    """
+    return None if ttl is None else ttl + max(ttl, MIN_EXPIRY_MARGIN)
+
+
 def expiry_ms(feature_ts: datetime, ttl: timedelta | None, wall_shift_ms: int) -> int:
-    """Unix ms at which a value's key expires (0: never); `wall_shift_ms` maps project time."""
-    if ttl is None:
+    """Unix ms at which a value's key expires (0: never); `wall_shift_ms` maps project time.
+
+    Computed in microseconds, so a far-future feature_ts cannot overflow a datetime.
+    """
+    life = span_us(lifetime(ttl))
+    if life is None:
         return 0
-    return (micros(feature_ts + ttl) // 1000) + wall_shift_ms
+    return (micros(feature_ts) + life) // 1000 + wall_shift_ms

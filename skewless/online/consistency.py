@@ -21,6 +21,7 @@ from skewless.online.latest import latest_rows
 from skewless.registry import FeatureView
 
 EXPIRY_GRACE = timedelta(minutes=5)
+"""Used by the coverage check (checks/online_coverage.py). This check samples up to the edge."""
 
 
 @dataclass
@@ -55,7 +56,7 @@ def compare_sample(
     now: datetime | None = None,
     max_examples: int = 5,
 ) -> ConsistencyReport:
-    """Compare `sample` random live entities (latest value younger than the TTL) with Redis."""
+    """Compare `sample` random live entities (`feature_ts >= now - ttl`) with Redis."""
     ts = sql.Identifier(view.ts_column)
     cols = sql.SQL(", ").join(
         [*(sql.Identifier(k) for k in view.entity), ts, sql.Identifier(view.created_column)]
@@ -66,9 +67,9 @@ def compare_sample(
         "select {cols} from ({latest}) latest {alive} order by random() limit %(n)s"
     ).format(cols=cols, latest=latest_rows(view), alive=alive)
     moment = now or clock.now()
-    # keys expire in wall time while a replay clock stands still: a value due to expire within
-    # EXPIRY_GRACE of project time may already be gone, so it is not sampled
-    oldest = moment + EXPIRY_GRACE - view.ttl if view.ttl else None
+    # every value a reader serves as present at `moment`, the inclusive edge of the window too:
+    # Redis keeps keys a margin past it (codec.lifetime), so none of them may be missing
+    oldest = moment - view.ttl if view.ttl else None
     rows = conn.execute(query, {"oldest": oldest, "n": sample}).fetchall()
     n_keys = len(view.entity)
     stored = (

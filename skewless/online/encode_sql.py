@@ -13,11 +13,13 @@ from datetime import datetime
 from psycopg import sql
 
 from skewless.errors import DefinitionError
-from skewless.online.codec import OFFSET_US, span_us
+from skewless.online.codec import OFFSET_US, lifetime, span_us
 from skewless.online.latest import latest_rows
 from skewless.registry import FeatureView
 from skewless.registry.model import normal_type
 
+NAMESPACE_COLUMN = "skewless_namespace"
+"""The namespace column of a view's published-versions table (`watermark.published`)."""
 _FLOATS = {"double precision", "real", "numeric", "decimal"}
 _INTEGERS = {"bigint", "integer", "smallint"}
 _KEY_TYPES = _INTEGERS | {"text", "character", "char", "bpchar"}
@@ -114,70 +116,132 @@ def check_key_types(view: FeatureView) -> None:
             )
 
 
+def _unpublished(view: FeatureView, published: sql.Composable) -> sql.Composable:
+    """Latest rows whose exact version (keys, feature_ts, created_at) this namespace has not
+    published: an anti-join on the view's own key types, so PostgreSQL hashes it."""
+    same = [
+        sql.SQL("p.{c} = latest.{c}").format(c=sql.Identifier(c))
+        for c in (*view.entity, view.ts_column, view.created_column)
+    ]
+    return sql.SQL(
+        "not exists (select 1 from {p} p where p.{ns} = %(namespace)s and {same})"
+    ).format(p=published, ns=sql.Identifier(NAMESPACE_COLUMN), same=sql.SQL(" and ").join(same))
+
+
+def _latest_to_send(
+    view: FeatureView, as_of: datetime | None, published: sql.Composable | None
+) -> tuple[sql.Composable, sql.Composable]:
+    """(`latest` CTE body, its filter): each entity's latest row (as of `as_of`), kept when it is
+    alive at `now` and, with `published`, when that exact version was not published yet."""
+    ts = sql.Identifier(view.ts_column)
+    where = sql.SQL("where {} <= %(as_of)s").format(ts) if as_of is not None else None
+    kept: list[sql.Composable] = []
+    if view.ttl is not None:
+        # the offline window's inclusive edge: a value with feature_ts = now - ttl is alive
+        kept.append(sql.SQL("latest.{ts} >= %(now)s - %(ttl)s").format(ts=ts))
+    if published is not None:
+        kept.append(_unpublished(view, published))
+    filtered = sql.SQL("where ") + sql.SQL(" and ").join(kept) if kept else sql.SQL("")
+    return latest_rows(view, where), filtered
+
+
 def encoded_latest_sql(
     view: FeatureView,
     namespace: str,
     *,
     as_of: datetime | None,
-    since: datetime | None,
+    published: sql.Composable | None,
     project_now: datetime,
     wall_shift_ms: int,
 ) -> tuple[sql.Composed, dict]:
     """Rows (key, value, expire_ms): the latest row of each entity, encoded.
 
-    `since`: only entities with a row created after it (an incremental run). Entities whose latest
-    value is already older than the TTL at `project_now` are left out: their key would be born
-    expired. `expire_ms` is 0 for a view without TTL; `wall_shift_ms` maps project time to the
-    wall clock Redis expires keys by.
+    `published`: the table of versions this namespace already published (`watermark.published`);
+    only entities whose latest version is not in it are read (an incremental run). Entities whose
+    latest value is already older than the TTL at `project_now` are left out: no reader would
+    serve it. `expire_ms` is 0 for a view without TTL, else the end of the value's
+    `codec.lifetime` on the wall clock Redis expires keys by (`wall_shift_ms` maps project time).
     """
     check_key_types(view)
-    keys = [sql.Identifier(k) for k in view.entity]
-    key_list = sql.SQL(", ").join(keys)
     ts, created = sql.Identifier(view.ts_column), sql.Identifier(view.created_column)
-    table = sql.Identifier(view.schema, view.table)
-    conditions: list[sql.Composable] = []
-    if as_of is not None:
-        conditions.append(sql.SQL("{} <= %(as_of)s").format(ts))
-    if since is not None:
-        conditions.append(
-            sql.SQL("({keys}) in (select {keys} from {table} where {created} > %(since)s)").format(
-                keys=key_list, table=table, created=created
-            )
-        )
-    where = sql.SQL("where ") + sql.SQL(" and ").join(conditions) if conditions else sql.SQL("")
+    latest, kept = _latest_to_send(view, as_of, published)
     tag = sql.SQL(" || '|' || ").join(_key_part(k) for k in view.entity)
     values = sql.SQL(" || ").join(
         [_packed_array_header(len(view.features))]
         + [_packed_value(f.name, f.dtype) for f in view.features]
     )
     if view.ttl is None:
-        expire, alive = sql.SQL("0::bigint"), sql.SQL("")
+        expire = sql.SQL("0::bigint")
     else:
         # a live value's expiry is after 1970, so integer division is the floor
-        expire = sql.SQL("({us} + %(ttl_us)s) / 1000 + %(shift)s").format(us=_micros(ts))
-        alive = sql.SQL("where {ts} >= %(now)s - %(ttl)s").format(ts=ts)
+        expire = sql.SQL("({us} + %(life_us)s) / 1000 + %(shift)s").format(us=_micros(ts))
     query = sql.SQL(
         "with latest as ({latest})"
         " select %(prefix)s || {tag} || %(suffix)s,"
         " {header} || {values},"
         " {expire}"
-        " from latest {alive}"
+        " from latest {kept}"
     ).format(
-        latest=latest_rows(view, where),
+        latest=latest,
         tag=tag,
         header=_header(ts, created),
         values=values,
         expire=expire,
-        alive=alive,
+        kept=kept,
     )
-    params = {
+    return query, _params(view, namespace, as_of, project_now, wall_shift_ms)
+
+
+def record_published_sql(
+    view: FeatureView,
+    namespace: str,
+    *,
+    published: sql.Composable,
+    only_unpublished: bool,
+    project_now: datetime,
+) -> tuple[sql.Composed, dict]:
+    """Record in `published` the versions `encoded_latest_sql` selects with the same arguments.
+
+    Run in the same repeatable-read snapshot as that query, after Redis acknowledged every
+    write, it records exactly what was sent: nothing is recorded that Redis does not hold.
+    """
+    latest, kept = _latest_to_send(view, None, published if only_unpublished else None)
+    columns = sql.SQL(", ").join(
+        sql.Identifier(c) for c in (*view.entity, view.ts_column, view.created_column)
+    )
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
+    query = sql.SQL(
+        "with latest as ({latest})"
+        " insert into {p} ({ns}, {columns}) select %(namespace)s, {columns} from latest {kept}"
+        " on conflict ({ns}, {keys}) do update set {ts} = excluded.{ts},"
+        " {created} = excluded.{created}"
+    ).format(
+        latest=latest,
+        p=published,
+        ns=sql.Identifier(NAMESPACE_COLUMN),
+        columns=columns,
+        kept=kept,
+        keys=keys,
+        ts=sql.Identifier(view.ts_column),
+        created=sql.Identifier(view.created_column),
+    )
+    return query, _params(view, namespace, None, project_now, 0)
+
+
+def _params(
+    view: FeatureView,
+    namespace: str,
+    as_of: datetime | None,
+    project_now: datetime,
+    wall_shift_ms: int,
+) -> dict:
+    return {
         "as_of": as_of,
-        "since": since,
+        "namespace": namespace,
         "prefix": f"{namespace}:{{",
         "suffix": f"}}:{view.versioned_name}",
         "ttl": view.ttl,
-        "ttl_us": span_us(view.ttl),
+        "life_us": span_us(lifetime(view.ttl)),
         "now": project_now,
         "shift": wall_shift_ms,
     }
-    return query, params

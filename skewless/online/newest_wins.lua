@@ -1,8 +1,10 @@
 -- Write entity values only where they are newer than what is stored.
 -- KEYS[i]: entity key.
 -- ARGV[1]: '1' also rewrites an equal version (a full refresh repairs a damaged value), else '0'.
--- ARGV[2]: the view's TTL in microseconds ('0': none); ARGV[3]: milliseconds from project time
---   to wall time. Both only serve to give a restored value back its expiry (below).
+-- ARGV[2]: how long a key lives after its value's feature_ts, in microseconds ('0': forever):
+--   the view's TTL plus the garbage-collection margin (`codec.lifetime`), the same rule that gives
+--   ARGV's expiries; ARGV[3]: milliseconds from project time to wall time. Both only serve to
+--   give a restored value back its expiry (below).
 -- ARGV[2i+2], ARGV[2i+3]: the encoded value (its first 32 characters are the version header:
 --   feature_ts then created_at, fixed-width hex of microseconds + 2^62, so a plain string
 --   comparison orders versions) and the Unix time in ms at which the key expires ('0': never).
@@ -15,7 +17,7 @@
 -- materialization rate). The whole script runs atomically, so no reader or writer ever sees
 -- the value that was put back replaced.
 local rewrite_equal = ARGV[1] == '1'
-local ttl_us = tonumber(ARGV[2])
+local life_us = tonumber(ARGV[2])
 local shift_ms = tonumber(ARGV[3])
 
 local function expiry_ms(head)
@@ -24,7 +26,7 @@ local function expiry_ms(head)
   if string.sub(head, 1, 1) ~= '4' then
     us = us - 1152921504606846976 -- 2^60: a pre-1970 instant (within a microsecond or so)
   end
-  return math.floor((us + ttl_us) / 1000) + shift_ms
+  return math.floor((us + life_us) / 1000) + shift_ms
 end
 
 local written = 0
@@ -46,7 +48,7 @@ for i, key in ipairs(KEYS) do
     if (head > new_head or (head == new_head and not rewrite_equal))
       and string.len(head) == 32 and not string.find(head, '[^0-9a-f]') then
       kept = true
-      if ttl_us == 0 then
+      if life_us == 0 then
         redis.call('SET', key, old)
       else
         redis.call('SET', key, old, 'PXAT', string.format('%d', expiry_ms(head)))

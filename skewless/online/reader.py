@@ -1,10 +1,17 @@
 """Read feature vectors from Redis: any number of entities and views in one round trip.
 
-A value's status is `present`, `missing` (no key: never written, or expired with the view's TTL)
-or `stale`: older than the view's TTL (read before Redis expired it), or from a view whose newest
-data is older than its freshness SLA (its pipeline is late; the view marker tells, fetched in the
-same round trip). A stale value is served as the view's stale policy says: `null`, the feature's
-declared `default`, or an error (`StaleValueError`).
+A value's status is `present`, `missing` or `stale`, judged by the reader from the value's own
+version header against `now`, as the offline window judges a training row at T = now:
+- `present`: `now - ttl <= feature_ts <= now`, both ends inclusive (no lower end without a TTL);
+- `stale`: older than the view's TTL (Redis keeps keys a margin past the TTL, `codec.lifetime`,
+  so the edge itself is never lost to expiry), or from a view whose newest data is older than its
+  freshness SLA (its pipeline is late; the view marker tells, fetched in the same round trip). A
+  stale value is served as the view's stale policy says: `null`, the feature's declared
+  `default`, or an error (`StaleValueError`);
+- `missing`: no key (never written, or expired), or a value from after `now` (`feature_ts >
+  now`, e.g. a read that names an earlier `now`). Such a value was not yet true at `now`, so it is
+  never served; the store holds only the newest value, so the value that was true at `now` (which
+  a training row at T = now would get) is not known online: the read says `missing`.
 """
 
 from __future__ import annotations
@@ -136,6 +143,8 @@ def get_online_features(
             keys.append(marker_key(namespace, view.versioned_name))
     raw = _mget(client)(keys) if keys else []
     moment_us = codec.micros(now or clock.now()) + codec.OFFSET_US
+    # a header above `newest` is a value from after `now`: never served (module docstring)
+    newest = b"%016x" % moment_us
     limits = []
     marker_at = n_keys
     for ttl, sla in zip(plan.ttl_us, plan.sla_us, strict=True):
@@ -155,13 +164,16 @@ def get_online_features(
         if value is None:
             cells.append(plan.nulls[i])
             states.append(MISSING)
-        elif value[:16] < limits[i]:
+        elif limits[i] <= value[:16] <= newest:
+            cells.append(unpackb(value[HEADER:]))
+            states.append(PRESENT)
+        elif value[:16] > newest:
+            cells.append(plan.nulls[i])
+            states.append(MISSING)
+        else:
             values, state = _stale(value, views[i], entity_rows[at // n_views])
             cells.append(values if values is not None else plan.nulls[i])
             states.append(state)
-        else:
-            cells.append(unpackb(value[HEADER:]))
-            states.append(PRESENT)
     columns: dict[str, list] = {k: [row.get(k) for row in entity_rows] for k in plan.entity_columns}
     statuses: dict[str, list[str]] = {}
     if len(entity_rows) == 1:  # the common serving call: no per-feature comprehensions

@@ -1,8 +1,18 @@
-"""Where an online view stands: the watermark in PostgreSQL and the view marker in Redis.
+"""Where an online view stands: what was published, in PostgreSQL, and the view marker in Redis.
 
-The watermark (greatest `created_at` published, per view version and Redis namespace) lives in
-PostgreSQL, next to the data, so an incremental run writes only entities with newer rows. The
-same watermark is copied into a marker key in Redis after each successful run. If the two differ
+Which entities an incremental run writes is decided per entity, not by a time watermark: each
+view version has a table of the versions (keys, feature_ts, created_at) published per Redis
+namespace (`published`), and a run sends every entity whose latest offline version is not exactly
+the one recorded there. No clock takes part, so nothing is missed whatever the rows' `created_at`
+say: ties, a recomputed row whose `created_at` is older than the last run (dbt gives a new day's
+row the newest load time of its window, which may be old), writers with skewed clocks, or a
+transaction that commits after a run read the table. A version is recorded only once Redis
+acknowledged its write (same snapshot, committed after), so the table never claims more than
+Redis holds; losing the table (it is unlogged: a PostgreSQL crash empties it) only means
+entities are sent again, and writes are idempotent.
+
+The watermark (greatest `created_at` published, per view version and Redis namespace) is kept for
+operators and copied into a marker key in Redis after each successful run. If the two differ
 (Redis was flushed, restored from an old snapshot, or a run died between the two writes), the next
 run is a full refresh: an incremental run against a Redis that lost data would never repair it.
 
@@ -12,14 +22,18 @@ format), which readers fetch in the same round trip as the values to judge the f
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 import redis
+from psycopg import sql
 
 from skewless.online import codec
+from skewless.online.encode_sql import NAMESPACE_COLUMN
+from skewless.registry import FeatureView
 
 _DDL = """
 create schema if not exists features;
@@ -129,4 +143,57 @@ def advance_newest(
 ) -> None:
     client.eval(
         ADVANCE_NEWEST, 1, marker_key(namespace, versioned_view), codec.time_hex(newest), ""
+    )
+
+
+def published_table(view: FeatureView) -> sql.Identifier:
+    """The table of versions published from `view` (one per view version and source table)."""
+    name = f"online_published__{view.schema}__{view.table}"
+    if len(name.encode()) > 63:  # PostgreSQL's identifier limit
+        digest = hashlib.sha256(f"{view.schema}.{view.table}".encode()).hexdigest()[:24]
+        name = f"online_published__{digest}"
+    return sql.Identifier("features", name)
+
+
+def ensure_published(conn: psycopg.Connection, view: FeatureView) -> sql.Identifier:
+    """Create the view's published-versions table when missing: the namespace, then the view's
+    key columns, feature_ts and created_at with their own types; one row per namespace and
+    entity. Unlogged: it can be rebuilt by sending again, so it costs no WAL."""
+    table = published_table(view)
+    columns = sql.SQL(", ").join(
+        sql.Identifier(c) for c in (*view.entity, view.ts_column, view.created_column)
+    )
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('skewless.online_published'))")
+        exists = conn.execute(
+            "select to_regclass(%s) is not null", (table.as_string(conn),)
+        ).fetchone()[0]
+        if not exists:
+            conn.execute(
+                sql.SQL(
+                    "create unlogged table {t} as select ''::text as {ns}, {columns} from {src}"
+                    " with no data"
+                ).format(
+                    t=table,
+                    ns=sql.Identifier(NAMESPACE_COLUMN),
+                    columns=columns,
+                    src=sql.Identifier(view.schema, view.table),
+                )
+            )
+            conn.execute(
+                sql.SQL("alter table {t} add primary key ({ns}, {keys})").format(
+                    t=table, ns=sql.Identifier(NAMESPACE_COLUMN), keys=keys
+                )
+            )
+    return table
+
+
+def forget_published(conn: psycopg.Connection, table: sql.Identifier, namespace: str) -> None:
+    """Drop a namespace's records (inside the caller's transaction): a full refresh records anew."""
+    conn.execute(
+        sql.SQL("delete from {t} where {ns} = %s").format(
+            t=table, ns=sql.Identifier(NAMESPACE_COLUMN)
+        ),
+        (namespace,),
     )

@@ -20,13 +20,14 @@ from itertools import chain
 
 import psycopg
 import redis
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from skewless import clock
 from skewless.online import codec, watermark
-from skewless.online.encode_sql import encoded_latest_sql
+from skewless.online.encode_sql import encoded_latest_sql, record_published_sql
 from skewless.online.keys import entity_key
 from skewless.registry import FeatureView
 
@@ -68,9 +69,9 @@ class _Sender:
         overlap: bool = False,
     ):
         self.script = client.register_script(SCRIPT)
-        ttl_us = codec.span_us(ttl) or 0
+        life_us = codec.span_us(codec.lifetime(ttl)) or 0
         # the script's leading arguments (see newest_wins.lua), then (value, expire) per key
-        self.head = ["1" if rewrite_equal else "0", ttl_us, shift_ms]
+        self.head = ["1" if rewrite_equal else "0", life_us, shift_ms]
         self.cluster = isinstance(client, RedisCluster)
         self.keys: list = []
         self.args: list = list(self.head)
@@ -189,31 +190,77 @@ def materialize_view(
 ) -> WriteResult:
     """Publish the latest offline row of each entity of `view` to Redis.
 
-    Incremental by default: only entities with a row created after the watermark of the last
-    successful run are read and written. A full refresh (on request, on the first run, or when
-    Redis lost the marker of the last run) rewrites every entity, equal versions included, so it
-    also repairs damaged values; it never replaces a newer value. `as_of` publishes the state at
-    a past time (for replays and skew tests); it reads everything and leaves the watermark alone.
+    Incremental by default: only entities whose latest version (feature_ts, created_at) is not
+    the one this namespace last published are read and written (`watermark.published`), so no
+    row is missed whatever its created_at says. A full refresh (on request, on the first run, or
+    when Redis lost the marker of the last run) rewrites every entity, equal versions included, so
+    it also repairs damaged values; it never replaces a newer value. `as_of` publishes the state
+    at a past time (for replays and skew tests); it reads everything and records nothing.
 
-    The read is one repeatable-read snapshot; any open transaction on `conn` is committed first.
+    The read is one repeatable-read snapshot, and the versions sent are recorded in that same
+    snapshot and committed only after Redis acknowledged every write. Runs of one view and
+    namespace take turns (an advisory lock). Any open transaction on `conn` is committed first.
     """
     project_now = now or clock.now()
     if conn.info.transaction_status != TransactionStatus.IDLE:
         conn.commit()
     watermark.ensure_table(conn)
+    published = watermark.ensure_published(conn, view)
+    lock = f"skewless.online:{namespace}:{view.versioned_name}"
+    conn.execute("select pg_advisory_lock(hashtext(%s))", (lock,))
+    conn.commit()  # the lock is the session's; the snapshot below starts its own transaction
+    try:
+        return _materialize(
+            conn,
+            client,
+            namespace,
+            view,
+            published,
+            as_of,
+            project_now,
+            full_refresh,
+            run_id,
+            progress,
+        )
+    finally:
+        if not conn.closed and not conn.broken:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.rollback()
+            conn.execute("select pg_advisory_unlock(hashtext(%s))", (lock,))
+            conn.commit()
+
+
+def _materialize(
+    conn: psycopg.Connection,
+    client: redis.Redis,
+    namespace: str,
+    view: FeatureView,
+    published: sql.Identifier,
+    as_of: datetime | None,
+    project_now: datetime,
+    full_refresh: bool,
+    run_id: str | None,
+    progress: Callable[[int], None] | None,
+) -> WriteResult:
     previous = watermark.read(conn, view.name, view.version, namespace)
-    mode, reason, since = _mode(client, namespace, view, previous, as_of, full_refresh)
+    conn.commit()
+    mode, reason = _mode(client, namespace, view, previous, as_of, full_refresh)
     shift = wall_shift_ms(project_now)
     query, params = encoded_latest_sql(
-        view, namespace, as_of=as_of, since=since, project_now=project_now, wall_shift_ms=shift
+        view,
+        namespace,
+        as_of=as_of,
+        published=published if mode == "incremental" else None,
+        project_now=project_now,
+        wall_shift_ms=shift,
     )
     sender = _Sender(
         client, rewrite_equal=mode == "full", ttl=view.ttl, shift_ms=shift, overlap=True
     )
     entities = 0
-    conn.commit()  # the snapshot below must start its own transaction
     with conn.transaction():
-        conn.execute("set transaction isolation level repeatable read, read only")
+        # read-write only to record what was sent; the source table is only read
+        conn.execute("set transaction isolation level repeatable read")
         conn.execute("set local timezone = 'UTC'")
         bounds = _bounds(conn, view, as_of)
         with conn.cursor(name=f"online_{view.versioned_name}", binary=True) as cur:
@@ -229,6 +276,18 @@ def materialize_view(
                         progress(entities)
             finally:
                 sender.close()
+        # Redis holds every write: record them, in the same snapshot the query read
+        if mode == "full":
+            watermark.forget_published(conn, published, namespace)
+        if mode != "as_of" and (entities or mode == "full"):
+            record, record_params = record_published_sql(
+                view,
+                namespace,
+                published=published,
+                only_unpublished=mode == "incremental",
+                project_now=project_now,
+            )
+            conn.execute(record, record_params)
     top_created, newest = bounds
     if as_of is None and top_created is not None:
         mark = watermark.Watermark(top_created, newest, entities, run_id)
@@ -287,27 +346,25 @@ def _mode(
     previous: watermark.Watermark | None,
     as_of: datetime | None,
     full_refresh: bool,
-) -> tuple[str, str, datetime | None]:
+) -> tuple[str, str]:
     if as_of is not None:
-        return "as_of", f"the state as of {as_of.isoformat()}", None
+        return "as_of", f"the state as of {as_of.isoformat()}"
     if full_refresh:
-        return "full", "full refresh requested", None
+        return "full", "full refresh requested"
     if previous is None:
-        return "full", "first run for this namespace", None
+        return "full", "first run for this namespace"
     in_redis = watermark.redis_watermark(client, namespace, view.versioned_name)
     if in_redis is None:
-        return "full", "Redis has no marker of the last run (flushed or lost)", None
+        return "full", "Redis has no marker of the last run (flushed or lost)"
     if datetime.fromisoformat(in_redis) != previous.watermark:
-        return "full", f"Redis marker watermark {in_redis} differs from PostgreSQL's", None
-    return "incremental", f"rows created after {previous.watermark.isoformat()}", previous.watermark
+        return "full", f"Redis marker watermark {in_redis} differs from PostgreSQL's"
+    return "incremental", "entities whose latest version was not published yet"
 
 
 def _bounds(
     conn: psycopg.Connection, view: FeatureView, as_of: datetime | None
 ) -> tuple[datetime | None, datetime | None]:
     """The table's greatest created_at (the next watermark) and newest feature_ts."""
-    from psycopg import sql
-
     where = (
         sql.SQL("where {} <= %s").format(sql.Identifier(view.ts_column)) if as_of else sql.SQL("")
     )
