@@ -5,13 +5,8 @@ from psycopg import sql
 
 from resources import PostgresResource, RedisResource
 from skewless import clock
-from skewless.online.consistency import EXPIRY_GRACE
 from skewless.online.keys import view_pattern
 from skewless.registry import FeatureView
-
-GRACE = EXPIRY_GRACE
-"""Keys expire in wall time while a replay clock stands still: values due to expire within this
-much project time may already be gone, so they are not required."""
 
 
 def online_coverage_check(view: FeatureView) -> AssetChecksDefinition:
@@ -28,7 +23,8 @@ def online_coverage_check(view: FeatureView) -> AssetChecksDefinition:
         query = sql.SQL(
             "select count(*) from (select {keys}, max({ts}) as latest from {table} group by {keys}) e {alive}"
         ).format(keys=keys, ts=ts, table=sql.Identifier(view.schema, view.table), alive=alive)
-        bound = clock.now() + GRACE - view.ttl if view.ttl else None
+        # inclusive, as the reader's window: keys outlive the edge by a margin (codec.lifetime)
+        bound = clock.now() - view.ttl if view.ttl else None
         with postgres.connect() as conn:
             offline = conn.execute(query, {"bound": bound}).fetchone()[0]
         pattern = view_pattern(redis.namespace, view.versioned_name)

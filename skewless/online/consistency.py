@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import psycopg
 import redis
@@ -19,9 +19,6 @@ from skewless.online import codec
 from skewless.online.keys import entity_key
 from skewless.online.latest import latest_rows
 from skewless.registry import FeatureView
-
-EXPIRY_GRACE = timedelta(minutes=5)
-"""Used by the coverage check (checks/online_coverage.py). This check samples up to the edge."""
 
 
 @dataclass
