@@ -14,6 +14,7 @@ from dagster import AssetKey, MaterializeResult, MetadataValue, asset
 
 from assets.constants import RAW
 from resources import PostgresResource
+from skewless import clock
 from skewless.progress import log
 
 TABLE = "partner.airport_schedule_load"
@@ -40,8 +41,6 @@ create index if not exists airport_schedule_load_origin_observed_loaded_idx
 # A flight's scheduled departure is time_hour (the scheduled hour, UTC) + minute; it falls in the
 # hour date_trunc('hour', ...) of itself, so the 2-hour range of hour h is exactly hours h and h + 1.
 _REFRESH = """
-delete from partner.airport_schedule_load;
-
 insert into partner.airport_schedule_load
     (origin, observed_at, loaded_at, departures_next_2h, destinations_next_2h)
 with
@@ -55,8 +54,12 @@ scheduled as (
     where minute is not null
 ),
 
+-- the partner's job runs at the project clock: it has observed no hour after it
 span as (
-    select min(sched_hour) as first_hour, max(sched_hour) as last_hour from scheduled
+    select
+        min(sched_hour) as first_hour,
+        least(max(sched_hour), date_trunc('hour', %(now)s::timestamptz)) as last_hour
+    from scheduled
 ),
 
 origins as (
@@ -118,7 +121,8 @@ def airport_schedule_load(postgres: PostgresResource) -> MaterializeResult:
             # hours are UTC hours whatever the server's TimeZone
             conn.execute("set local time zone 'UTC'")
             conn.execute(_CREATE)
-            conn.execute(_REFRESH)
+            conn.execute(f"delete from {TABLE}")
+            conn.execute(_REFRESH, {"now": clock.now()})
             rows, origins, first, last = conn.execute(
                 f"select count(*), count(distinct origin), min(observed_at), max(observed_at) "
                 f"from {TABLE}"
