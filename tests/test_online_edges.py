@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import psycopg
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -401,3 +402,72 @@ def test_real_views_online_equal_training_rows_at_the_edge_now_and_before_newer_
                     assert _same(value, offline[f].iloc[i]), (at, entity, f, value)
                 else:
                     assert status == MISSING and pd.isna(offline[f].iloc[i]), (at, entity, f)
+
+
+def _recorded(pg, view: FeatureView, ns: str) -> dict[str, tuple]:
+    from skewless.online.watermark import published_table
+
+    table = published_table(view, ns).as_string(pg)
+    rows = {k: (ts, created) for k, ts, created in pg.execute(f"select * from {table}")}
+    pg.commit()
+    return rows
+
+
+def test_a_full_run_replaces_its_namespace_record_whole_and_a_failed_run_records_nothing(
+    pg, rds, namespace, table, monkeypatch
+):
+    """Each namespace has its own table of published versions; a full run builds a new one and
+    swaps it in, in the read's snapshot, committed only once Redis acknowledged every write.
+    A run that fails after its record was built leaves the previous record as it was, so the
+    retry sends the entity again."""
+    from skewless.online import writer
+
+    table = replace(table, ttl=None)
+    ns, other = (f"{namespace}-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    _insert(pg, table, [("a", NOW, NOW, 1, 1.0), ("b", NOW, NOW, 2, 2.0)])
+    for name in (ns, other):
+        assert materialize_view(pg, rds, name, table, now=NOW).mode == "full"
+    both = {"a": (NOW, NOW), "b": (NOW, NOW)}
+    assert _recorded(pg, table, ns) == _recorded(pg, table, other) == both
+    later = NOW + timedelta(minutes=1)
+    _insert(pg, table, [("a", NOW, later, 3, 3.0)])
+
+    close = writer._Sender.close
+
+    def lost_redis(self):
+        close(self)
+        raise redis.ConnectionError("Redis lost before the run ended")
+
+    monkeypatch.setattr(writer._Sender, "close", lost_redis)
+    with pytest.raises(redis.ConnectionError):
+        materialize_view(pg, rds, ns, table, now=NOW, full_refresh=True)
+    with pytest.raises(redis.ConnectionError):
+        materialize_view(pg, rds, other, table, now=NOW)
+    monkeypatch.undo()
+    assert _recorded(pg, table, ns) == _recorded(pg, table, other) == both
+    assert materialize_view(pg, rds, other, table, now=NOW).entities == 1  # a, sent again
+    assert _recorded(pg, table, other) == {"a": (NOW, later), "b": (NOW, NOW)}
+    assert _recorded(pg, table, ns) == both  # another namespace's record is its own
+    assert materialize_view(pg, rds, ns, table, now=NOW, full_refresh=True).entities == 2
+    assert _recorded(pg, table, ns) == {"a": (NOW, later), "b": (NOW, NOW)}
+    assert materialize_view(pg, rds, ns, table, now=NOW).entities == 0
+    for name in (ns, other):
+        assert _online(rds, name, table, ["a", "b"], NOW).columns["edge_v1:n"] == [3, 2]
+
+
+def test_a_published_table_recording_another_view_is_refused(pg, rds, namespace, table):
+    """The table's name carries a digest; its comment names the exact view and namespace, which
+    each run checks, so no run compares its entities against another view's versions."""
+    from skewless.online.watermark import published_table
+
+    ns = f"{namespace}-{uuid.uuid4().hex[:8]}"
+    _insert(pg, table, [("a", NOW, NOW, 1, 1.0)])
+    materialize_view(pg, rds, ns, table, now=NOW)
+    name = published_table(table, ns).as_string(pg)
+    pg.execute(f'comment on table {name} is \'["other", "view", "ns"]\'')
+    pg.commit()
+    with pytest.raises(RuntimeError, match="another view"):
+        materialize_view(pg, rds, ns, table, now=NOW)
+    pg.rollback()
+    pg.execute(f"drop table {name}")
+    pg.commit()

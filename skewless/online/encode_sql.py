@@ -14,12 +14,10 @@ from psycopg import sql
 
 from skewless.errors import DefinitionError
 from skewless.online.codec import OFFSET_US, lifetime, span_us
-from skewless.online.latest import latest_rows
+from skewless.online.latest import latest_rows, latest_versions
 from skewless.registry import FeatureView
 from skewless.registry.model import normal_type
 
-NAMESPACE_COLUMN = "skewless_namespace"
-"""The namespace column of a view's published-versions table (`watermark.published`)."""
 _FLOATS = {"double precision", "real", "numeric", "decimal"}
 _INTEGERS = {"bigint", "integer", "smallint"}
 _KEY_TYPES = _INTEGERS | {"text", "character", "char", "bpchar"}
@@ -117,22 +115,27 @@ def check_key_types(view: FeatureView) -> None:
 
 
 def _unpublished(view: FeatureView, published: sql.Composable) -> sql.Composable:
-    """Latest rows whose exact version (keys, feature_ts, created_at) this namespace has not
-    published: an anti-join on the view's own key types, so PostgreSQL hashes it."""
+    """Latest rows whose exact version (keys, feature_ts, created_at) the namespace's table of
+    published versions does not hold: an anti-join on the view's own key types. Both sides come
+    in key order (the latest rows by `distinct on`, the table by its primary key), so PostgreSQL
+    merges them instead of hashing every published row."""
     same = [
         sql.SQL("p.{c} = latest.{c}").format(c=sql.Identifier(c))
         for c in (*view.entity, view.ts_column, view.created_column)
     ]
-    return sql.SQL(
-        "not exists (select 1 from {p} p where p.{ns} = %(namespace)s and {same})"
-    ).format(p=published, ns=sql.Identifier(NAMESPACE_COLUMN), same=sql.SQL(" and ").join(same))
+    return sql.SQL("not exists (select 1 from {p} p where {same})").format(
+        p=published, same=sql.SQL(" and ").join(same)
+    )
 
 
 def _latest_to_send(
     view: FeatureView, as_of: datetime | None, published: sql.Composable | None
 ) -> tuple[sql.Composable, sql.Composable]:
     """(`latest` CTE body, its filter): each entity's latest row (as of `as_of`), kept when it is
-    alive at `now` and, with `published`, when that exact version was not published yet."""
+    alive at `now` and, with `published`, when that exact version was not published yet.
+
+    With `published`, the body yields versions only (keys, feature_ts, created_at: see
+    `_changed_rows` for the whole rows)."""
     ts = sql.Identifier(view.ts_column)
     where = sql.SQL("where {} <= %(as_of)s").format(ts) if as_of is not None else None
     kept: list[sql.Composable] = []
@@ -142,7 +145,34 @@ def _latest_to_send(
     if published is not None:
         kept.append(_unpublished(view, published))
     filtered = sql.SQL("where ") + sql.SQL(" and ").join(kept) if kept else sql.SQL("")
+    if published is not None:
+        return latest_versions(view), filtered
     return latest_rows(view, where), filtered
+
+
+def _changed_rows(view: FeatureView, published: sql.Composable) -> sql.Composable:
+    """The whole rows of the latest versions `published` does not hold (an incremental run):
+    the versions are compared first, on the key and version columns alone, and only the rows
+    of those that differ are read back by their exact version (one row each, as `latest_rows`
+    picks one)."""
+    versions, kept = _latest_to_send(view, None, published)
+    keys = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(k)) for k in view.entity)
+    same = sql.SQL(" and ").join(
+        sql.SQL("r.{c} = latest.{c}").format(c=sql.Identifier(c))
+        for c in (*view.entity, view.ts_column, view.created_column)
+    )
+    # materialized: the comparison runs first, whatever PostgreSQL guesses of its result
+    return sql.SQL(
+        "with changed as materialized (select * from ({versions}) latest {kept})"
+        " select distinct on ({keys}) r.* from changed latest join {table} r on {same}"
+        " order by {keys}"
+    ).format(
+        keys=keys,
+        versions=versions,
+        table=sql.Identifier(view.schema, view.table),
+        same=same,
+        kept=kept,
+    )
 
 
 def encoded_latest_sql(
@@ -164,7 +194,12 @@ def encoded_latest_sql(
     """
     check_key_types(view)
     ts, created = sql.Identifier(view.ts_column), sql.Identifier(view.created_column)
-    latest, kept = _latest_to_send(view, as_of, published)
+    if published is not None:
+        if as_of is not None:
+            raise ValueError("an as_of run reads every entity; it compares no published versions")
+        latest, kept = _changed_rows(view, published), sql.SQL("")
+    else:
+        latest, kept = _latest_to_send(view, as_of, None)
     tag = sql.SQL(" || '|' || ").join(_key_part(k) for k in view.entity)
     values = sql.SQL(" || ").join(
         [_packed_array_header(len(view.features))]
@@ -192,39 +227,52 @@ def encoded_latest_sql(
     return query, _params(view, namespace, as_of, project_now, wall_shift_ms)
 
 
-def record_published_sql(
-    view: FeatureView,
-    namespace: str,
-    *,
-    published: sql.Composable,
-    only_unpublished: bool,
-    project_now: datetime,
-) -> tuple[sql.Composed, dict]:
-    """Record in `published` the versions `encoded_latest_sql` selects with the same arguments.
-
-    Run in the same repeatable-read snapshot as that query, after Redis acknowledged every
-    write, it records exactly what was sent: nothing is recorded that Redis does not hold.
-    """
-    latest, kept = _latest_to_send(view, None, published if only_unpublished else None)
-    columns = sql.SQL(", ").join(
+def version_columns(view: FeatureView) -> sql.Composable:
+    return sql.SQL(", ").join(
         sql.Identifier(c) for c in (*view.entity, view.ts_column, view.created_column)
     )
+
+
+def record_published_sql(
+    view: FeatureView, namespace: str, *, published: sql.Composable, project_now: datetime
+) -> tuple[sql.Composed, dict]:
+    """Add to `published` the versions an incremental `encoded_latest_sql` (same arguments)
+    selects: each entity's row replaced by its newer version.
+
+    Run in the same repeatable-read snapshot as that query and committed only after Redis
+    acknowledged every write, it records exactly what was sent: nothing that Redis does not hold.
+    """
+    latest, kept = _latest_to_send(view, None, published)
+    columns = version_columns(view)
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
     query = sql.SQL(
         "with latest as ({latest})"
-        " insert into {p} ({ns}, {columns}) select %(namespace)s, {columns} from latest {kept}"
-        " on conflict ({ns}, {keys}) do update set {ts} = excluded.{ts},"
+        " insert into {p} ({columns}) select {columns} from latest {kept}"
+        " on conflict ({keys}) do update set {ts} = excluded.{ts},"
         " {created} = excluded.{created}"
     ).format(
         latest=latest,
         p=published,
-        ns=sql.Identifier(NAMESPACE_COLUMN),
         columns=columns,
         kept=kept,
         keys=keys,
         ts=sql.Identifier(view.ts_column),
         created=sql.Identifier(view.created_column),
     )
+    return query, _params(view, namespace, None, project_now, 0)
+
+
+def published_snapshot_sql(
+    view: FeatureView, namespace: str, *, into: sql.Composable, project_now: datetime
+) -> tuple[sql.Composed, dict]:
+    """Create `into`, an unlogged table of the versions a full `encoded_latest_sql` (same
+    arguments) selects: one scan, no index to maintain, nothing to delete (a full run's record
+    replaces the namespace's table whole; `watermark.swap_published`)."""
+    latest, kept = _latest_to_send(view, None, None)
+    query = sql.SQL(
+        "create unlogged table {into} as with latest as ({latest})"
+        " select {columns} from latest {kept}"
+    ).format(into=into, latest=latest, columns=version_columns(view), kept=kept)
     return query, _params(view, namespace, None, project_now, 0)
 
 

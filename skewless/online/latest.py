@@ -8,15 +8,40 @@ from skewless.registry import FeatureView
 
 
 def latest_rows(view: FeatureView, where: sql.Composable | None = None) -> sql.Composed:
-    """Per entity, the row with the greatest feature_ts, then created_at, among rows `where`."""
-    keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
+    """Per entity, the row with the greatest feature_ts, then created_at, among rows `where`
+    (entities in descending key order: see `_keys`)."""
     return sql.SQL(
         "select distinct on ({keys}) * from {table} {where}"
-        " order by {keys}, {ts} desc, {created} desc"
+        " order by {keys_desc}, {ts} desc, {created} desc"
     ).format(
-        keys=keys,
+        keys=_keys(view),
+        keys_desc=_keys(view, " desc"),
         table=sql.Identifier(view.schema, view.table),
         where=where or sql.SQL(""),
         ts=sql.Identifier(view.ts_column),
         created=sql.Identifier(view.created_column),
     )
+
+
+def latest_versions(view: FeatureView) -> sql.Composed:
+    """Per entity, the version (keys, feature_ts, created_at) of its latest row: what an
+    incremental run compares with the published versions. Only the index's columns, so with the
+    index dbt views declare on (keys, feature_ts, created_at) PostgreSQL need not visit rows."""
+    ts, created = sql.Identifier(view.ts_column), sql.Identifier(view.created_column)
+    return sql.SQL(
+        "select distinct on ({keys}) {keys}, {ts}, {created} from {table}"
+        " order by {keys_desc}, {ts} desc, {created} desc"
+    ).format(
+        keys=_keys(view),
+        keys_desc=_keys(view, " desc"),
+        ts=ts,
+        created=created,
+        table=sql.Identifier(view.schema, view.table),
+    )
+
+
+def _keys(view: FeatureView, order: str = "") -> sql.Composable:
+    """The entity columns; with " desc", in descending order: every column of the sort is then
+    descending, so the index dbt views declare (keys, feature_ts, created_at) read backwards
+    yields each entity's latest row first, without sorting anything."""
+    return sql.SQL(", ").join(sql.Identifier(k) + sql.SQL(order) for k in view.entity)

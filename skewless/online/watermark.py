@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,7 +33,7 @@ import redis
 from psycopg import sql
 
 from skewless.online import codec
-from skewless.online.encode_sql import NAMESPACE_COLUMN
+from skewless.online.encode_sql import published_snapshot_sql, version_columns
 from skewless.registry import FeatureView
 
 _DDL = """
@@ -80,6 +81,9 @@ class Watermark:
 
 
 def ensure_table(conn: psycopg.Connection) -> None:
+    exists = conn.execute("select to_regclass('features.online_watermarks') is not null")
+    if exists.fetchone()[0]:  # the common case, without DDL on every run
+        return
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('skewless.online_watermarks'))")
         conn.execute(_DDL)
@@ -146,54 +150,95 @@ def advance_newest(
     )
 
 
-def published_table(view: FeatureView) -> sql.Identifier:
-    """The table of versions published from `view` (one per view version and source table)."""
-    name = f"online_published__{view.schema}__{view.table}"
-    if len(name.encode()) > 63:  # PostgreSQL's identifier limit
-        digest = hashlib.sha256(f"{view.schema}.{view.table}".encode()).hexdigest()[:24]
-        name = f"online_published__{digest}"
-    return sql.Identifier("features", name)
+def published_table(view: FeatureView, namespace: str) -> sql.Identifier:
+    """The table of versions `namespace` published from `view` (its source table): one per
+    source table and namespace, so a full run replaces it whole (`swap_published`).
+
+    The name carries a digest of the exact (schema, table, namespace) and a readable tail; the
+    table's comment holds the exact triple, which `ensure_published` checks, so two views never
+    share a table even if their names collided.
+    """
+    return sql.Identifier(PUBLISHED_SCHEMA, _published_name(view, namespace))
 
 
-def ensure_published(conn: psycopg.Connection, view: FeatureView) -> sql.Identifier:
-    """Create the view's published-versions table when missing: the namespace, then the view's
-    key columns, feature_ts and created_at with their own types; one row per namespace and
-    entity. Unlogged: it can be rebuilt by sending again, so it costs no WAL."""
-    table = published_table(view)
-    columns = sql.SQL(", ").join(
-        sql.Identifier(c) for c in (*view.entity, view.ts_column, view.created_column)
-    )
-    keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
+PUBLISHED_SCHEMA = "features"
+_NAME_LIMIT = 63 - len("__next_pkey")
+"""PostgreSQL cuts identifiers at 63 bytes; a published table's name leaves room for suffixes."""
+
+
+def _published_name(view: FeatureView, namespace: str) -> str:
+    digest = hashlib.sha256(_identity(view, namespace).encode()).hexdigest()[:16]
+    tail = re.sub(r"[^a-z0-9_]+", "_", f"{view.table}__{namespace}".lower())
+    return f"online_published__{digest}__{tail}"[:_NAME_LIMIT]
+
+
+def _identity(view: FeatureView, namespace: str) -> str:
+    return json.dumps([view.schema, view.table, namespace])
+
+
+def ensure_published(conn: psycopg.Connection, view: FeatureView, namespace: str) -> sql.Identifier:
+    """The namespace's published-versions table, created empty when missing: the view's key
+    columns, feature_ts and created_at with their own types; one row per entity, primary key on
+    the keys. Unlogged: losing it (a PostgreSQL crash empties it) only means entities are sent
+    again. Refuses a table whose comment names another view or namespace."""
+    table = published_table(view, namespace)
+    identity = _identity(view, namespace)
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('skewless.online_published'))")
-        exists = conn.execute(
-            "select to_regclass(%s) is not null", (table.as_string(conn),)
-        ).fetchone()[0]
-        if not exists:
+        row = conn.execute(
+            "select obj_description(c, 'pg_class') from to_regclass(%s) c where c is not null",
+            (table.as_string(conn),),
+        ).fetchone()
+        if row is None:
             conn.execute(
                 sql.SQL(
-                    "create unlogged table {t} as select ''::text as {ns}, {columns} from {src}"
-                    " with no data"
+                    "create unlogged table {t} as select {columns} from {src} with no data"
                 ).format(
                     t=table,
-                    ns=sql.Identifier(NAMESPACE_COLUMN),
-                    columns=columns,
+                    columns=version_columns(view),
                     src=sql.Identifier(view.schema, view.table),
                 )
             )
             conn.execute(
-                sql.SQL("alter table {t} add primary key ({ns}, {keys})").format(
-                    t=table, ns=sql.Identifier(NAMESPACE_COLUMN), keys=keys
+                sql.SQL("alter table {t} add primary key ({keys})").format(
+                    t=table, keys=_keys(view)
                 )
+            )
+            _comment(conn, table, identity)
+        elif row[0] != identity:
+            raise RuntimeError(
+                f"{table.as_string(conn)} records {row[0]!r}, not {identity!r}: refusing to "
+                "compare against another view's published versions"
             )
     return table
 
 
-def forget_published(conn: psycopg.Connection, table: sql.Identifier, namespace: str) -> None:
-    """Drop a namespace's records (inside the caller's transaction): a full refresh records anew."""
+def swap_published(
+    conn: psycopg.Connection, view: FeatureView, namespace: str, project_now: datetime
+) -> None:
+    """Replace the namespace's table by the versions a full run sends, in the caller's
+    transaction (its snapshot; committed by the caller once Redis acknowledged the writes).
+
+    The rows go into a fresh table in one scan (`encode_sql.published_snapshot_sql`), which
+    then takes the old one's name; its primary key is built once the rows are in. Nothing is
+    deleted row by row and no index is maintained row by row.
+    """
+    name = _published_name(view, namespace)
+    table = sql.Identifier(PUBLISHED_SCHEMA, name)
+    fresh = sql.Identifier(PUBLISHED_SCHEMA, f"{name}__next")
+    conn.execute(sql.SQL("drop table if exists {}").format(fresh))
+    conn.execute(*published_snapshot_sql(view, namespace, into=fresh, project_now=project_now))
+    conn.execute(sql.SQL("drop table if exists {}").format(table))
+    conn.execute(sql.SQL("alter table {} rename to {}").format(fresh, sql.Identifier(name)))
     conn.execute(
-        sql.SQL("delete from {t} where {ns} = %s").format(
-            t=table, ns=sql.Identifier(NAMESPACE_COLUMN)
-        ),
-        (namespace,),
+        sql.SQL("alter table {t} add primary key ({keys})").format(t=table, keys=_keys(view))
     )
+    _comment(conn, table, _identity(view, namespace))
+
+
+def _comment(conn: psycopg.Connection, table: sql.Identifier, identity: str) -> None:
+    conn.execute(sql.SQL("comment on table {} is {}").format(table, sql.Literal(identity)))
+
+
+def _keys(view: FeatureView) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)

@@ -205,7 +205,7 @@ def materialize_view(
     if conn.info.transaction_status != TransactionStatus.IDLE:
         conn.commit()
     watermark.ensure_table(conn)
-    published = watermark.ensure_published(conn, view)
+    published = watermark.ensure_published(conn, view, namespace)
     lock = f"skewless.online:{namespace}:{view.versioned_name}"
     conn.execute("select pg_advisory_lock(hashtext(%s))", (lock,))
     conn.commit()  # the lock is the session's; the snapshot below starts its own transaction
@@ -257,6 +257,26 @@ def _materialize(
     sender = _Sender(
         client, rewrite_equal=mode == "full", ttl=view.ttl, shift_ms=shift, overlap=True
     )
+    fetched = 0
+
+    def record() -> None:
+        """Record what was read, in the read's snapshot: run once the cursor is exhausted, while
+        Redis still takes the last rows; committed only after Redis acknowledged them all."""
+        if mode == "full":  # the namespace's table is replaced whole, even by an empty one
+            watermark.swap_published(conn, view, namespace, project_now)
+        elif mode == "incremental" and fetched:  # nothing sent: nothing to record
+            conn.execute(
+                *record_published_sql(view, namespace, published=published, project_now=project_now)
+            )
+
+    def fetch(size: int) -> list:
+        nonlocal fetched
+        rows = cur.fetchmany(size)
+        fetched += len(rows)
+        if not rows:
+            record()
+        return rows
+
     entities = 0
     with conn.transaction():
         # read-write only to record what was sent; the source table is only read
@@ -269,25 +289,14 @@ def _materialize(
             # PostgreSQL fills the next chunk while Redis takes this one
             sizes = _growing(FIRST_FETCH, FETCH)
             try:
-                for rows in _prefetched(lambda: cur.fetchmany(next(sizes))):
+                for rows in _prefetched(lambda: fetch(next(sizes))):
                     sender.add_rows(rows)
                     entities += len(rows)
                     if progress:
                         progress(entities)
             finally:
                 sender.close()
-        # Redis holds every write: record them, in the same snapshot the query read
-        if mode == "full":
-            watermark.forget_published(conn, published, namespace)
-        if mode != "as_of" and (entities or mode == "full"):
-            record, record_params = record_published_sql(
-                view,
-                namespace,
-                published=published,
-                only_unpublished=mode == "incremental",
-                project_now=project_now,
-            )
-            conn.execute(record, record_params)
+        # Redis holds every write and the record is in: the transaction commits here
     top_created, newest = bounds
     if as_of is None and top_created is not None:
         mark = watermark.Watermark(top_created, newest, entities, run_id)
