@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import psycopg
@@ -24,6 +26,9 @@ from skewless.online.push import push
 from skewless.online.reader import OnlineResult, get_online_features
 from skewless.online.writer import WriteResult
 from skewless.registry import Registry, load_registry
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class FeatureStore:
@@ -65,18 +70,26 @@ class FeatureStore:
 
     def get_historical_features(
         self,
-        entity_df: pd.DataFrame,
+        entity_df: pd.DataFrame | pl.DataFrame | str | Path,
         features: Sequence[str] | None = None,
         *,
         feature_service: str | None = None,
         timestamp_column: str = "event_timestamp",
         strict: bool = False,
         full_feature_names: bool = False,
-    ) -> pd.DataFrame:
+        output: str | Path | None = None,
+    ) -> pd.DataFrame | pl.DataFrame:
         """A point-in-time correct training set: `entity_df`'s rows and columns unchanged, one
-        column per feature. An input column named like a feature's output column is refused
-        (DataError), never overwritten; `full_feature_names=True` names features
-        `<view>_v<N>__<feature>`. Malformed arguments raise DataError naming the argument."""
+        column per feature.
+
+        `entity_df` is a pandas DataFrame, a Polars DataFrame (a Polars DataFrame comes back) or
+        a Parquet file's path (a pandas DataFrame comes back). Its timestamps are time-zone-aware,
+        or an object/string column of datetimes or ISO 8601 strings with offsets in any mix of
+        zones (converted to UTC); naive ones are refused with the fix named. `output=` also
+        writes the training set to that Parquet file (zones, NULLs and integer types kept).
+        An input column named like a feature's output column is refused (DataError), never
+        overwritten; `full_feature_names=True` names features `<view>_v<N>__<feature>`.
+        Malformed arguments raise DataError naming the argument."""
         with psycopg.connect(self.postgres_url) as conn:
             return get_historical_features(
                 conn,
@@ -87,6 +100,7 @@ class FeatureStore:
                 timestamp_column=timestamp_column,
                 strict=strict,
                 full_feature_names=full_feature_names,
+                output=output,
             )
 
     def get_online_features(

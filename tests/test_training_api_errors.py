@@ -185,9 +185,16 @@ def test_unknown_references_are_both_data_and_definition_errors(conn):
             r"no timestamp column \['event_timestamp'\]",
         ),
         (
-            spine(event_timestamp=["2013-03-01T01:00:00Z"] * 3),
+            # ISO strings with offsets are converted (tests/test_spines.py); without, refused
+            spine(event_timestamp=["2013-03-01T01:00:00Z", "2013-03-01T01:00:00", None]),
             {},
-            r"entity_df column 'event_timestamp' \(timestamp_column\) holds (object|str), not timestamps",
+            r"'event_timestamp' has a timestamp without a time zone at row 1 \('2013-03-01T01:00:00'\)",
+        ),
+        (
+            spine(event_timestamp=["2013-03-01T01:00:00Z", "yesterday", None]),
+            {},
+            r"entity_df column 'event_timestamp' \(timestamp_column\) holds 'yesterday' at row 1, "
+            "not an ISO 8601 timestamp",
         ),
         (
             spine(event_timestamp=[1362099600] * 3),
@@ -197,7 +204,8 @@ def test_unknown_references_are_both_data_and_definition_errors(conn):
         (
             spine(event_timestamp=pd.to_datetime(["2013-03-01 01:00"] * 3)),
             {},
-            r"without a time zone, which are ambiguous",
+            r"is naive \(timestamps without a time zone, which are ambiguous\); localize it, e\.g\. "
+            r"df\['event_timestamp'\] = df\['event_timestamp'\]\.dt\.tz_localize\('America/New_York'\)",
         ),
         (
             spine(event_timestamp=pd.to_datetime(["2013-03-01 01:00", None, None], utc=True)),

@@ -22,6 +22,8 @@ import contextlib
 import io
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,8 +32,12 @@ from psycopg import sql
 
 from skewless.errors import DataError, DefinitionError, FeatureReferenceError
 from skewless.offline import asof_sql
+from skewless.offline import spine as spines
 from skewless.registry import FeatureView, Registry, ServiceFeature
 from skewless.registry.model import normal_type
+
+if TYPE_CHECKING:
+    import polars as pl
 
 LATERAL, SWEEP, AUTO = "lateral", "sweep", "auto"
 SWEEP_MIN_SPINE = 1_000_000
@@ -67,13 +73,17 @@ def _resolve(
     return wanted
 
 
-def _check_arguments(entity_df, features, feature_service, strategy) -> None:
-    """The arguments' shapes, before the registry or pandas see them: O(columns)."""
-    if not isinstance(entity_df, pd.DataFrame):
-        raise DataError(
-            f"entity_df must be a pandas DataFrame, got {type(entity_df).__name__}; "
-            "e.g. pd.DataFrame(rows)"
-        )
+def _check_arguments(entity_df, features, feature_service, strategy) -> str:
+    """The arguments' shapes, before the registry or pandas see them: O(columns), no file read.
+    Returns the kind of input (pandas, Polars, Parquet)."""
+    kind = spines.check_input(entity_df)
+    if kind == spines.PANDAS:
+        _check_columns(entity_df)
+    _check_feature_arguments(features, feature_service, strategy)
+    return kind
+
+
+def _check_columns(entity_df: pd.DataFrame) -> None:
     if isinstance(entity_df.columns, pd.MultiIndex):
         raise DataError(
             "entity_df has MultiIndex columns; give it one level of column names "
@@ -84,6 +94,9 @@ def _check_arguments(entity_df, features, feature_service, strategy) -> None:
         raise DataError(
             f"entity_df has duplicated column name(s) {duplicated}; each column needs its own name"
         )
+
+
+def _check_feature_arguments(features, feature_service, strategy) -> None:
     if features is not None:
         if isinstance(features, str | bytes):
             raise DataError(
@@ -117,34 +130,26 @@ def _check_arguments(entity_df, features, feature_service, strategy) -> None:
 
 
 def _check_frame(
-    entity_df: pd.DataFrame, timestamp_column: str, wanted: list[ServiceFeature]
-) -> None:
+    spine: spines.Spine, timestamp_column: str, wanted: list[ServiceFeature]
+) -> pd.Series:
+    """The spine's key and time columns checked; returns its timestamps, tz-aware."""
+    entity_df = spine.frame
     try:
-        present = timestamp_column in entity_df.columns
+        present = timestamp_column in spine.columns
     except TypeError:  # unhashable
         present = False
     if not present:
         raise DataError(
-            f"entity_df has no timestamp column {timestamp_column!r} (columns: {', '.join(map(str, entity_df.columns))}); "
+            f"entity_df has no timestamp column {timestamp_column!r} (columns: {', '.join(map(str, spine.columns))}); "
             "pass timestamp_column="
         )
-    ts = entity_df[timestamp_column]
-    if not pd.api.types.is_datetime64_any_dtype(ts):
-        raise DataError(
-            f"entity_df column {timestamp_column!r} (timestamp_column) holds {ts.dtype}, not "
-            "timestamps; convert it, e.g. pd.to_datetime(entity_df[column], utc=True)"
-        )
-    if getattr(ts.dt, "tz", None) is None:
-        raise DataError(
-            f"entity_df column {timestamp_column!r} has timestamps without a time zone, which are ambiguous; "
-            "localize them (e.g. .dt.tz_localize('UTC') or 'America/New_York')"
-        )
-    if ts.isna().any():
+    ts = spines.utc_timestamps(spine, timestamp_column)
+    if ts.hasnans:
         raise DataError(
             f"entity_df column {timestamp_column!r} has {int(ts.isna().sum())} missing timestamp(s)"
         )
     # the README promises input columns unchanged: a feature may not take an input column's place
-    clashes = [w for w in wanted if w.name in entity_df.columns]
+    clashes = [w for w in wanted if w.name in spine.columns]
     if clashes:
         named = ", ".join(f"{w.name!r} (feature {w.reference})" for w in clashes)
         raise DataError(
@@ -153,7 +158,7 @@ def _check_frame(
             "<view>_v<N>__<feature>) or a feature service that names the feature apart"
         )
     for view in dict.fromkeys(w.view for w in wanted):
-        missing = [k for k in view.entity if k not in entity_df.columns]
+        missing = [k for k in view.entity if k not in spine.columns]
         if missing:
             raise DataError(
                 f"entity_df lacks key column(s) {', '.join(missing)} of feature view {view.versioned_name} "
@@ -166,6 +171,7 @@ def _check_frame(
                     f"entity_df column {key!r} (a key of feature view {view.versioned_name}, "
                     f"{sql_type}) {problem}"
                 )
+    return ts
 
 
 def _key_problem(column: pd.Series, sql_type: str) -> str | None:
@@ -235,14 +241,14 @@ def _binary_keys(entity_df: pd.DataFrame, keys: dict[str, str]) -> dict[str, np.
 
 
 def _upload(
-    conn: psycopg.Connection, entity_df: pd.DataFrame, keys: dict[str, str], timestamp_column: str
+    conn: psycopg.Connection, entity_df: pd.DataFrame, keys: dict[str, str], ts: pd.Series
 ) -> None:
     """The spine as a temporary table: _row (input position), key columns typed as the views', _ts.
 
     Rows go in (key, time) order, so the per-row index probes of the join walk the view's index
     in order (a third faster than probing in input order); _row restores input order later.
     """
-    ts_us = entity_df[timestamp_column].dt.tz_convert("UTC").dt.as_unit("us").astype("int64")
+    ts_us = ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64")
     ints = _binary_keys(entity_df, keys)
     if ints is None:
         _upload_csv(conn, entity_df, keys, ts_us)
@@ -522,7 +528,7 @@ def _strip_copy_header(data: bytearray) -> bytearray:
 def get_historical_features(
     conn: psycopg.Connection,
     registry: Registry,
-    entity_df: pd.DataFrame,
+    entity_df: pd.DataFrame | pl.DataFrame | str | Path,
     features: Sequence[str] | None = None,
     *,
     feature_service: str | None = None,
@@ -530,23 +536,75 @@ def get_historical_features(
     strict: bool = False,
     full_feature_names: bool = False,
     strategy: str = AUTO,
-) -> pd.DataFrame:
+    output: str | Path | None = None,
+) -> pd.DataFrame | pl.DataFrame:
     """Features as of each row's timestamp; `strict` also requires created_at <= timestamp.
+
+    `entity_df` is a pandas DataFrame, a Polars DataFrame (or LazyFrame) or the path of a Parquet
+    file (read with pyarrow). A Polars input gives a Polars DataFrame (its columns unchanged, the
+    features after them, NULL for missing values); the others a pandas DataFrame. Timestamps are
+    tz-aware datetimes, or an object or string column of datetimes or ISO 8601 strings with any
+    offsets (converted to UTC for the join; the input column is returned as it was). `output`,
+    when given, is a Parquet file the training set is also written to (pyarrow): timestamps keep
+    their zone, NULL features stay NULL, integer features stay integers.
 
     Raises DataError for malformed arguments (see the module docstring): a missing or mistyped
     key or timestamp column, naive or missing timestamps, an input column named like a feature,
-    clashing feature names; FeatureReferenceError (a DataError and a DefinitionError) for an
-    unknown view, version, feature or service.
+    clashing feature names, a Parquet path that does not exist or is not Parquet;
+    FeatureReferenceError (a DataError and a DefinitionError) for an unknown view, version,
+    feature or service.
     """
-    _check_arguments(entity_df, features, feature_service, strategy)
+    kind = _check_arguments(entity_df, features, feature_service, strategy)
+    output_path = spines.check_output(output)
     wanted = _resolve(registry, features, feature_service, full_feature_names)
-    _check_frame(entity_df, timestamp_column, wanted)
-    result = entity_df.copy()
+    needed = [k for w in wanted for k in w.view.entity]
+    if isinstance(timestamp_column, str):
+        needed.append(timestamp_column)
+    spine = spines.load(entity_df, kind, needed)
+    if kind == spines.PARQUET:
+        _check_columns(spine.frame)
+    ts = _check_frame(spine, timestamp_column, wanted)
+    result = _training_set(conn, spine.frame, ts, wanted, strict, strategy, spine.polars is None)
+    if spine.polars is not None:
+        import polars as pl
+
+        added = pl.from_pandas(
+            result,
+            schema_overrides={w.name: getattr(pl, _POLARS_TYPES[_pandas_type(w)]) for w in wanted},
+        )
+        result = spine.polars.hstack(added.get_columns())
+    if output_path is not None:
+        spines.write_parquet(
+            result, output_path, {w.name: _pandas_type(w) for w in wanted}, timestamp_column
+        )
+    return result
+
+
+_POLARS_TYPES = {
+    "Int64": "Int64",
+    "float64": "Float64",
+    "boolean": "Boolean",
+    "object": "String",
+}
+
+
+def _training_set(
+    conn: psycopg.Connection,
+    entity_df: pd.DataFrame,
+    ts: pd.Series,
+    wanted: list[ServiceFeature],
+    strict: bool,
+    strategy: str,
+    with_input: bool,
+) -> pd.DataFrame:
+    """The join: `entity_df`'s columns (or, without `with_input`, none) plus the features."""
+    # a Polars input keeps its own columns: only the features are built here
+    result = entity_df.copy() if with_input else pd.DataFrame(index=pd.RangeIndex(len(entity_df)))
     if len(entity_df) == 0:
         for w in wanted:
             result[w.name] = pd.Series(
                 dtype=_pandas_type(w),
-                index=entity_df.index,
+                index=result.index,
             )
         return result
     views = list(dict.fromkeys(w.view for w in wanted))
@@ -565,7 +623,7 @@ def get_historical_features(
             )
             for view in views
         }
-        _upload(conn, entity_df, keys, timestamp_column)
+        _upload(conn, entity_df, keys, ts)
         if SWEEP in plans.values():
             # the sweep's plan (hash or sort, semi-join) depends on the spine's statistics; the
             # lateral plan does not (one index probe per spine row whatever its size)
