@@ -270,6 +270,15 @@ def test_parquet_path_in_equals_pandas_in(conn, tmp_path):
         assert isinstance(out, pd.DataFrame)
         pd.testing.assert_frame_equal(out, expected, check_dtype=False)
         assert out["as_of"].dt.tz is not None and out["n"].dtype == "Int64"
+    # pandas' own reader with pyarrow-backed dtypes (timestamps, strings, integers)
+    arrow_backed = pd.read_parquet(path, dtype_backend="pyarrow")
+    assert isinstance(arrow_backed["as_of"].dtype, pd.ArrowDtype)
+    pd.testing.assert_frame_equal(
+        historical(conn, arrow_backed)[NAMES],
+        expected[NAMES],
+        check_dtype=False,
+        check_index_type=False,
+    )
     # written by another tool (no pandas metadata), with NULLs in an integer key column
     raw = to_polars(spine).with_columns(pl.Series("j", [1, 1, 1, 1, None, 2, 9], dtype=pl.Int64))
     raw.write_parquet(tmp_path / "by_polars.parquet")

@@ -151,7 +151,7 @@ def utc_timestamps(spine: Spine, column: str) -> pd.Series:
 
     A tz-aware datetime64 column comes back as it is (no copy: the fast path). Object and string
     columns may mix time zones, datetime objects and ISO 8601 strings with offsets; they are
-    converted to UTC (a Python pass over the values, about 3 µs per row).
+    converted to UTC (a Python pass over the values: about 0.2 s per 100,000 rows).
     """
     ts = spine.frame[column]
     dtype = ts.dtype
