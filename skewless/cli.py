@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import date
 
@@ -45,17 +44,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from skewless.config import settings
-    from skewless.dbt import ensure_manifest
-    from skewless.orchestrate import prepare_dagster_home
+    from skewless.services import ui
 
-    env = prepare_dagster_home()
-    ensure_manifest()
-    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
-    cmd = [dagster, "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
-    os.chdir(settings().project_dir)
-    os.execve(dagster, cmd, env)
-    return 0  # not reached
+    return ui.run(args.host, args.port)
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from skewless.config import settings
-from skewless.services import postgres, redis
+from skewless.services import postgres, redis, ui
 from skewless.urls import PostgresTarget, mask
 
 
@@ -69,26 +69,46 @@ def services() -> Services:
     return found
 
 
-def down() -> list[str]:
-    """Stop the embedded servers of this state folder; external ones are left alone.
+def _state_folders(state_dir: Path) -> list[Path]:
+    """This state folder, then the state folders inside it (the tests' `test/`, for one): a
+    subfolder counts when it holds an embedded server's data or a recorded Dagster UI."""
+    found = [state_dir]
+    if state_dir.is_dir():
+        for sub in sorted(p for p in state_dir.iterdir() if p.is_dir() and not p.is_symlink()):
+            if (
+                (sub / "postgres" / "PG_VERSION").exists()
+                or (sub / "redis").is_dir()
+                or ui.record_file(sub).exists()
+            ):
+                found.append(sub)
+    return found
 
-    A server is signalled only when its recorded process (PID, executable, start time) still runs:
+
+def down() -> list[str]:
+    """Stop what this state folder's commands started: the Dagster UI (`skewless ui`), then the
+    embedded servers; the same for the state folders inside it (the tests' `.state/test`).
+    External servers are left alone.
+
+    A process is signalled only when its recorded process (PID, executable, start time) still runs:
     a PID file left by a crash may name an unrelated process now, which is left alone.
     """
     cfg = settings()
     said = []
-    with _state_lock(cfg.state_dir):
-        for name, stop, folder in (
-            ("PostgreSQL", postgres.stop_embedded, "postgres"),
-            ("Redis", redis.stop_embedded, "redis"),
-        ):
-            stopped, note = stop(cfg.state_dir / folder)
-            if stopped:
-                said.append(f"stopped embedded {name}")
-            if note:
-                said.append(note)
+    for folder in _state_folders(cfg.state_dir):
+        where = "" if folder == cfg.state_dir else f" ({folder.name}/)"
+        said += [line + where for line in ui.stop(folder)]
+        with _state_lock(folder):
+            for name, stop, sub in (
+                ("PostgreSQL", postgres.stop_embedded, "postgres"),
+                ("Redis", redis.stop_embedded, "redis"),
+            ):
+                stopped, note = stop(folder / sub)
+                if stopped:
+                    said.append(f"stopped embedded {name}{where}")
+                if note:
+                    said.append(note + where)
     services.cache_clear()
-    return said or ["no embedded server was running"]
+    return said or ["no embedded server or Dagster UI was running"]
 
 
 def status() -> list[str]:

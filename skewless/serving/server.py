@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -57,6 +58,7 @@ def serve(
     from skewless.services import services
 
     tokens = tokens_from_environment()
+    sock = _bind(host, port)  # first: a taken port fails at once, with one line
     found = services()  # starts embedded servers if used; exports SKEWLESS_REDIS_URL to workers
     ensure_manifest()
     registry = load_registry()
@@ -79,7 +81,6 @@ def serve(
         log_level="warning",
         **UVICORN_OPTIONS,
     )
-    sock = _bind(host, port)
     print(f"{found.describe()[1]}; namespace {settings().namespace!r}")
     warning = exposure_warning(host, bool(tokens))
     if warning:
@@ -111,6 +112,10 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise SkewlessError(
+                f"port {port} on {host} is in use; pick another with --port"
+            ) from None
         raise SkewlessError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
