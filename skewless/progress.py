@@ -2,15 +2,34 @@
 
 The CLI prints it to the terminal; Dagster captures the same logger (dagster.yaml
 `python_logs`), so a run's page in the UI shows the same lines.
+
+`heartbeat(step)` keeps a long step from going quiet: when no progress line reached the terminal
+for `every` seconds (5 by default), it says which step runs and for how long. Heartbeats go to the
+terminal only (a logger of their own, not `skewless`), so they never fill a run's log in the UI.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 
 log = logging.getLogger("skewless")
+_beat = logging.getLogger("skewless_heartbeat")  # not a child of `skewless`: Dagster never sees it
+_beat.propagate = False
+
+_last_line = [time.monotonic()]
+"""When a line last reached the terminal (monotonic seconds)."""
+
+
+class _Stamp(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        _last_line[0] = time.monotonic()
+        return True
 
 
 def to_terminal(level: int = logging.INFO) -> None:
@@ -18,9 +37,61 @@ def to_terminal(level: int = logging.INFO) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%H:%M:%S"))
+    handler.addFilter(_Stamp())
     handler._skewless = True  # type: ignore[attr-defined]
     log.addHandler(handler)
     log.setLevel(level)
+    _beat.addHandler(handler)
+    _beat.setLevel(level)
+
+
+def elapsed(seconds: float) -> str:
+    """`0:01:05`: a duration to the second."""
+    return str(timedelta(seconds=int(seconds)))
+
+
+@contextmanager
+def heartbeat(
+    step: str, *, every: float = 5.0, detail: Callable[[], str | None] | None = None
+) -> Iterator[None]:
+    """Say `step: still running, <elapsed>` whenever the terminal was quiet for `every` seconds.
+
+    `detail`, when given, names what runs inside the step right now (e.g. the Dagster step); it is
+    called from the heartbeat's thread and may return None. Lines come at most `every` seconds
+    apart, counting the step's own progress lines.
+    """
+    started = time.monotonic()
+    done = threading.Event()
+    margin = min(
+        1.0, every / 4
+    )  # the check below runs every `margin / 2`: never later than `every`
+
+    def beat() -> None:
+        while not done.wait(margin / 2):
+            if time.monotonic() - _last_line[0] < every - margin:
+                continue
+            what = None
+            if detail is not None:
+                try:
+                    what = detail()
+                except Exception:  # noqa: BLE001 - a heartbeat never breaks the step it reports on
+                    what = None
+            if done.is_set():
+                return
+            _last_line[0] = time.monotonic()  # also when no terminal handler is installed
+            _beat.info(
+                f"... {step}{f' ({what})' if what else ''}: still running, "
+                f"{elapsed(time.monotonic() - started)} elapsed"
+            )
+
+    thread = threading.Thread(target=beat, name=f"heartbeat: {step}", daemon=True)
+    _last_line[0] = time.monotonic()
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(2)
 
 
 class Throttle:
