@@ -65,33 +65,39 @@ def heartbeat(
     margin = min(
         1.0, every / 4
     )  # the check below runs every `margin / 2`: never later than `every`
+    known: list[str | None] = [None]  # the latest answer of `detail`, asked in a thread of its own
+
+    def ask() -> None:  # a slow answer (a query under load) must never delay a heartbeat
+        while not done.is_set():
+            try:
+                known[0] = detail()
+            except Exception:  # noqa: BLE001 - a heartbeat never breaks the step it reports on
+                known[0] = None
+            done.wait(margin)
 
     def beat() -> None:
         while not done.wait(margin / 2):
             if time.monotonic() - _last_line[0] < every - margin:
                 continue
-            what = None
-            if detail is not None:
-                try:
-                    what = detail()
-                except Exception:  # noqa: BLE001 - a heartbeat never breaks the step it reports on
-                    what = None
-            if done.is_set():
-                return
+            what = known[0]
             _last_line[0] = time.monotonic()  # also when no terminal handler is installed
             _beat.info(
                 f"... {step}{f' ({what})' if what else ''}: still running, "
                 f"{elapsed(time.monotonic() - started)} elapsed"
             )
 
-    thread = threading.Thread(target=beat, name=f"heartbeat: {step}", daemon=True)
+    threads = [threading.Thread(target=beat, name=f"heartbeat: {step}", daemon=True)]
+    if detail is not None:
+        threads.append(threading.Thread(target=ask, name=f"heartbeat detail: {step}", daemon=True))
     _last_line[0] = time.monotonic()
-    thread.start()
+    for thread in threads:
+        thread.start()
     try:
         yield
     finally:
         done.set()
-        thread.join(2)
+        for thread in threads:
+            thread.join(2)
 
 
 class Throttle:
