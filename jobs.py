@@ -5,8 +5,11 @@ partition, so a year of days in one run with the dbt and online assets in it log
 planned events (about 40 s) before its first step. The raw run plans only the daily assets.
 """
 
-from dagster import AssetSelection, define_asset_job
+from collections.abc import Iterable
 
+from dagster import AssetKey, AssetSelection, define_asset_job
+
+from assets.constants import RAW
 from assets.monitoring import FEATURE_DRIFT_KEY
 from assets.raw import raw_flights, raw_weather
 from checks.freshness import freshness_selection
@@ -40,3 +43,20 @@ monitor_features_job = define_asset_job(
     selection=monitoring,
     description="Feature drift: the latest window of every view against the training window.",
 )
+
+
+def build_views_selection(
+    targets: Iterable[AssetKey], load_raw: Iterable[AssetKey] = ()
+) -> AssetSelection:
+    """What `skewless build` runs: the target assets (feature views and their online views) and
+    everything they need upstream (dbt staging, the registry and its version guard), with their
+    checks: dbt tests and the blocking checks that guard Redis.
+
+    Raw ingestion is left out (the raw tables already hold the days the views are built from),
+    except the raw assets named in `load_raw` (dimension tables found empty). Freshness and drift
+    are left out as in `build_features`: their sensors evaluate them.
+    """
+    targets = AssetSelection.assets(*targets)
+    needed = targets.upstream() - AssetSelection.groups(RAW)
+    # an external view's own asset (another team's load) is in the raw group: named, it runs
+    return (needed | targets | AssetSelection.assets(*load_raw)) - monitoring - freshness_selection

@@ -5,17 +5,24 @@ Dagster is imported inside the functions: `import skewless` must stay free of it
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import sys
+import uuid
 import warnings
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 from skewless import clock
 from skewless.clock import NEW_YORK
 from skewless.config import settings
+from skewless.errors import SkewlessError
 from skewless.progress import log
 from skewless.services import services
 
@@ -39,11 +46,20 @@ def prepare_dagster_home() -> dict[str, str]:
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    # dagster-dbt gives every dbt invocation a target folder of its own, where dbt finds no saved
+    # parse and parses the whole project again (seconds per run): read the one `ensure_manifest`
+    # keeps current instead (dbt still checks every file's hash and reparses what changed)
+    from skewless.dbt import target_dir
+
+    os.environ.setdefault(
+        "DBT_PARTIAL_PARSE_FILE_PATH", str(target_dir() / "partial_parse.msgpack")
+    )
     return dict(os.environ)
 
 
 def load_definitions():
     """The code location in `definitions.py` at the project root (not an installed package)."""
+    warnings.filterwarnings("ignore", module="dagster")
     root = str(settings().project_dir)
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -52,10 +68,25 @@ def load_definitions():
     return definitions.defs
 
 
-def _run_log() -> Path:
+_console_level = "CRITICAL"
+
+
+def show_dagster_log(level: str = "INFO") -> None:
+    """Let Dagster's console logger print at `level` (`--debug`); by default it is silent and a
+    run's full log is in its file (`run_log_path`), the terminal shows the `skewless` progress."""
+    global _console_level
+    _console_level = level
+
+
+def _console() -> dict[str, Any]:
+    return {"loggers": {"console": {"config": {"log_level": _console_level}}}}
+
+
+def run_log_path(run_id: str) -> Path:
+    """The full log of one run: dbt's console, then every event of the run with its errors."""
     folder = settings().state_dir / "logs"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / "last-run.log"
+    return folder / f"{run_id}.log"
 
 
 @contextmanager
@@ -71,6 +102,43 @@ def _stdout_to(path: Path):
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
+    last = path.parent / "last-run.log"
+    try:  # the newest run's log under a fixed name; another command may be replacing it too
+        last.unlink(missing_ok=True)
+        last.symlink_to(path.name)
+    except OSError:
+        pass
+
+
+def _write_event_log(instance, run_id: str, path: Path) -> None:
+    """Append the run's event log (what the UI shows, errors with their stack traces)."""
+    with open(path, "a") as out:
+        out.write(f"\n---------- Dagster event log of run {run_id}\n")
+        for entry in instance.all_logs(run_id):
+            moment = datetime.fromtimestamp(entry.timestamp).isoformat(timespec="milliseconds")
+            event = entry.dagster_event
+            kind = event.event_type_value if event else logging.getLevelName(entry.level)
+            out.write(f"{moment} {entry.step_key or '-'} {kind}: {entry.user_message}\n")
+            error = getattr(event.event_specific_data, "error", None) if event else None
+            if error is not None:
+                out.write(error.to_string() + "\n")
+
+
+def _execute(instance, job, *, tags: Mapping[str, str], **kwargs):
+    """One in-process run with its own log file; returns Dagster's result."""
+    run_id = str(uuid.uuid4())
+    path = run_log_path(run_id)
+    with _stdout_to(path):
+        result = job.execute_in_process(
+            instance=instance,
+            run_id=run_id,
+            tags={**tags, **host_tags()},
+            run_config=_console(),
+            raise_on_error=False,
+            **kwargs,
+        )
+    _write_event_log(instance, run_id, path)
+    return result
 
 
 def materialize_days(first: date, last: date) -> list:
@@ -91,20 +159,14 @@ def materialize_days(first: date, last: date) -> list:
 
     warnings.filterwarnings("ignore", module="dagster")
     defs = load_definitions()
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     days = {
         ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
         ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
     }
     results = []
-    with DagsterInstance.get() as instance, _stdout_to(_run_log()):
+    with DagsterInstance.get() as instance:
         for job_name, tags in (("raw_days", days), ("build_features", {})):
-            result = defs.resolve_job_def(job_name).execute_in_process(
-                instance=instance,
-                tags={**tags, **host_tags()},
-                run_config=quiet,
-                raise_on_error=False,
-            )
+            result = _execute(instance, defs.resolve_job_def(job_name), tags=tags)
             results.append(result)
             if not result.success:
                 break
@@ -120,12 +182,180 @@ def run_job(job_name: str):
     from dagster import DagsterInstance
 
     warnings.filterwarnings("ignore", module="dagster")
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    with DagsterInstance.get() as instance, _stdout_to(_run_log()):
-        return (
-            load_definitions()
-            .resolve_job_def(job_name)
-            .execute_in_process(
-                instance=instance, tags=host_tags(), run_config=quiet, raise_on_error=False
+    with DagsterInstance.get() as instance:
+        return _execute(instance, load_definitions().resolve_job_def(job_name), tags={})
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    asset: str
+    name: str
+    passed: bool
+    description: str = ""
+    step: str = ""
+    """The step that evaluated it: `dbt_models` for dbt tests."""
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    step: str
+    error: str
+    """The cause: the innermost error that is not Dagster's wrapper, as `Class: message`."""
+    error_class: str = ""
+
+
+@dataclass
+class RunOutcome:
+    """What a person needs from a finished run: what it wrote, its checks, why it failed."""
+
+    job: str
+    run_id: str
+    success: bool
+    log_path: Path
+    materialized: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: list[CheckOutcome] = field(default_factory=list)
+    failures: list[StepFailure] = field(default_factory=list)
+    dbt_errors: list[str] = field(default_factory=list)
+    """dbt models or tests that errored or failed, from the run's run_results.json."""
+
+
+def _cause(error) -> tuple[str, str]:
+    """The error a person can act on: the first in the chain not raised by Dagster itself."""
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.cause or error.context
+    picked = next((e for e in chain if not e.cls_name.startswith("Dagster")), None)
+    picked = picked or (chain[-1] if chain else None)
+    if picked is None:
+        return "", ""
+    # the message starts with the class's dotted name: `skewless.registry.store.SchemaChanged: `
+    message = re.sub(rf"^[\w.]*\b{re.escape(picked.cls_name)}: ", "", picked.message.strip())
+    return picked.cls_name, message
+
+
+def _dbt_errors(run_id: str) -> list[str]:
+    """Models and tests dbt reported as error or fail in this run (dagster-dbt's target folders
+    are named `<op>-<run id prefix>-<invocation>`)."""
+    import json
+
+    found = []
+    target = settings().dbt_project_dir / "target"
+    for results in sorted(target.glob(f"*-{run_id[:7]}-*/run_results.json")):
+        for r in json.loads(results.read_text()).get("results", []):
+            if r.get("status") in ("error", "fail", "runtime error"):
+                node = r.get("unique_id", "?").split(".")
+                kind, name = node[0], ".".join(node[2:3])
+                message = " ".join(str(r.get("message") or "").split())
+                found.append(f"dbt {kind} {name} {r['status']}: {message}")
+    return found
+
+
+def outcome(result) -> RunOutcome:
+    """Read an in-process run's result (metadata values unwrapped to plain Python)."""
+    run_id = result.run_id
+    materialized = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        materialized[materialization.asset_key.to_user_string()] = {
+            name: getattr(value, "value", value) for name, value in materialization.metadata.items()
+        }
+    checks, failures = [], []
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            e = event.asset_check_evaluation_data
+            checks.append(
+                CheckOutcome(
+                    e.asset_key.to_user_string(),
+                    e.check_name,
+                    e.passed,
+                    e.description or "",
+                    event.step_key or "",
+                )
             )
+        elif event.is_step_failure:
+            cls_name, message = _cause(event.step_failure_data.error)
+            failures.append(StepFailure(event.step_key, message, cls_name))
+    return RunOutcome(
+        job=result.dagster_run.job_name,
+        run_id=run_id,
+        success=result.success,
+        log_path=run_log_path(run_id),
+        materialized=materialized,
+        checks=checks,
+        failures=failures,
+        dbt_errors=[] if result.success else _dbt_errors(run_id),
+    )
+
+
+def build_views(
+    view_names: Iterable[str], *, load_raw: Iterable[str] = (), tags: Mapping[str, str] = {}
+) -> RunOutcome:
+    """Build feature views (versioned names) and publish them online, as one `build_features`
+    run restricted to them and what they need upstream (jobs.build_views_selection).
+
+    `load_raw` names raw tables (`planes`) to load in the same run. The run is recorded in the
+    instance, so the UI shows it; its full log is at `run_log_path(run_id)`.
+    """
+    prepare_dagster_home()
+    from dagster import AssetKey, DagsterInstance
+
+    warnings.filterwarnings("ignore", module="dagster")
+    defs = load_definitions()
+    from assets.dbt import feature_view_asset_key
+    from jobs import build_views_selection
+
+    targets = []
+    for name in view_names:
+        targets += [feature_view_asset_key(name), AssetKey(["online", name])]
+    selection = build_views_selection(targets, [AssetKey(["raw", t]) for t in load_raw])
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_job_def("build_features").get_subset(
+        asset_selection=selection.resolve(graph),
+        asset_check_selection=selection.resolve_checks(graph),
+    )
+    with DagsterInstance.get() as instance:
+        return outcome(_execute(instance, job, tags=tags))
+
+
+def code_location_registry():
+    """The registry the code location was built from (the working copy of the definitions)."""
+    load_definitions()
+    from assets.dbt import REGISTRY
+
+    return REGISTRY
+
+
+_DBT_WRAPPER = "DagsterDbtCliRuntimeError"
+
+
+def failure_causes(run: RunOutcome) -> list[str]:
+    """Why a run failed, one line per cause: a step's error (the dbt models and tests that failed
+    rather than dagster-dbt's "see the logs"), then each failed check with its description."""
+    causes = []
+    for failure in run.failures:
+        if failure.error_class == _DBT_WRAPPER and run.dbt_errors:
+            causes += run.dbt_errors
+            continue
+        first = failure.error.splitlines()[0] if failure.error else "failed"
+        where = failure.step.replace("__", "/")
+        causes.append(
+            f"{where}: {failure.error_class + ': ' if failure.error_class else ''}{first}"
+        )
+    for check in run.checks:
+        if not check.passed and not (check.step == "dbt_models" and run.dbt_errors):
+            detail = f": {check.description}" if check.description else ""
+            causes.append(f"check {check.name} on {check.asset} failed{detail}")
+    return causes or [f"run {run.run_id} did not succeed"]
+
+
+class RunFailed(SkewlessError):
+    """A Dagster run failed: the cause, the run id and the path of its full log."""
+
+    def __init__(self, what: str, run: RunOutcome):
+        self.what = what
+        self.run = run
+        self.causes = failure_causes(run)
+        super().__init__(
+            f"{what}: " + "; ".join(self.causes) + f" (run {run.run_id}, log {run.log_path})"
         )
