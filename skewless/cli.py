@@ -73,10 +73,34 @@ def _backfill(args: argparse.Namespace) -> int:
     if args.end < args.start:
         raise SkewlessError(f"--end {args.end} is before --start {args.start}")
     for result in materialize_days(args.start, args.end):
-        state = "succeeded" if result.success else "FAILED"
-        log.info(f"{result.dagster_run.job_name} run {result.run_id} {state}")
         if not result.success:
-            return 1
+            from skewless.orchestrate import RunFailed, outcome
+
+            raise RunFailed(f"backfill {args.start}..{args.end} failed", outcome(result))
+        log.info(f"{result.dagster_run.job_name} run {result.run_id} succeeded")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from skewless.build import build
+    from skewless.progress import log
+
+    report = build(args.views, args.service or [])
+    for line in report.lines():
+        log.info(line)
+    return 0
+
+
+def _new_view(args: argparse.Namespace) -> int:
+    from skewless.scaffold import new_view
+
+    entity = [c.strip() for c in args.entity.split(",") if c.strip()]
+    for path in new_view(args.name, entity, source=args.source):
+        print(f"wrote {path}")
+    print(
+        f"next: fill in the SQL and descriptions, then `skewless plan`, `skewless apply` and "
+        f"`skewless build {args.name}_v1`"
+    )
     return 0
 
 
@@ -257,6 +281,34 @@ def parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", type=_day, required=True, help="first day")
     backfill.add_argument("--end", type=_day, required=True, help="last day")
     backfill.set_defaults(fn=_backfill)
+    build = sub.add_parser(
+        "build",
+        help="build feature views with what they need upstream (dbt, no raw ingestion), run "
+        "their tests and checks and publish them online, as one Dagster run",
+    )
+    build.add_argument(
+        "views", nargs="*", help="`view_v<N>` (that version) or `view` (its latest version)"
+    )
+    build.add_argument(
+        "--service", action="append", help="also every view version a feature service reads"
+    )
+    build.set_defaults(fn=_build)
+    new = sub.add_parser("new", help="scaffold a definition: `new view <name> --entity <cols>`")
+    new_sub = new.add_subparsers(dest="new_command", required=True)
+    new_view = new_sub.add_parser(
+        "view",
+        help="write a feature view's SQL, YAML (contract, index, meta) and no-leakage test",
+    )
+    new_view.add_argument("name", help="the view's name, without version (v1 is written)")
+    new_view.add_argument(
+        "--entity", required=True, help="entity key column(s), comma separated: origin,dest"
+    )
+    new_view.add_argument(
+        "--from",
+        dest="source",
+        help="an upstream dbt model (e.g. stg_flights) whose columns suggest the SELECT",
+    )
+    new_view.set_defaults(fn=_new_view)
     purge = sub.add_parser(
         "purge",
         help="delete a view version's online values with feature_ts after a time (values from "
@@ -322,13 +374,24 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Expected failures print one message (cause, file, run id, log); `--debug`, anywhere on
+    the command line, adds the stack trace and Dagster's own log lines."""
+    from skewless import cli_errors
+
+    argv, debug = cli_errors.pop_debug(sys.argv[1:] if argv is None else list(argv))
     args = parser().parse_args(argv)
     to_terminal()
+    if debug:
+        from skewless.orchestrate import show_dagster_log
+
+        show_dagster_log("DEBUG")
     try:
         return args.fn(args)
-    except SkewlessError as exc:
-        print(f"skewless: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("skewless: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        return cli_errors.report(exc, debug=debug)
 
 
 if __name__ == "__main__":
