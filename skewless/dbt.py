@@ -1,8 +1,16 @@
-"""The dbt project: where it is, and a manifest that is never older than its sources."""
+"""The dbt project: where it is, and a manifest that always describes its sources as they are.
+
+Whether the manifest is current is decided by the sources' content (a hash of every file's path
+and bytes, stored beside the manifest), never by file times: a deleted or renamed model, a file
+restored from git with an old time, or a clock that moved all make the next read parse again.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,26 +18,41 @@ from pathlib import Path
 from skewless.config import settings
 from skewless.errors import DefinitionError
 
-_SOURCES = ("models", "macros", "tests", "dbt_project.yml", "profiles.yml")
+_SOURCES = (
+    "models",
+    "macros",
+    "tests",
+    "seeds",
+    "snapshots",
+    "analyses",
+    "dbt_project.yml",
+    "profiles.yml",
+    "packages.yml",
+)
+_SOURCES_HASH = "sources.sha256"
 
 
-def target_dir() -> Path:
+def target_dir(project: Path | None = None) -> Path:
     """One parse target per database: relations in the manifest name their database, so the
     demo's and the tests' databases each keep a manifest instead of reparsing at every switch."""
-    return settings().dbt_project_dir / "target" / database_name()
+    return (project or settings().dbt_project_dir) / "target" / database_name()
 
 
-def manifest_path() -> Path:
-    return target_dir() / "manifest.json"
+def manifest_path(project: Path | None = None) -> Path:
+    return target_dir(project) / "manifest.json"
 
 
-def _newest_source(project: Path) -> float:
-    newest = 0.0
+def sources_hash(project: Path) -> str:
+    """Hash of every source file's relative path and content: what the manifest is parsed from."""
+    digest = hashlib.sha256()
     for name in _SOURCES:
         path = project / name
-        files = path.rglob("*") if path.is_dir() else [path]
-        newest = max([newest, *(f.stat().st_mtime for f in files if f.is_file())])
-    return newest
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for file in files:
+            if file.is_file():
+                digest.update(str(file.relative_to(project)).encode() + b"\0")
+                digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def dbt_env() -> dict[str, str]:
@@ -54,12 +77,31 @@ def database_name() -> str:
     return settings().database
 
 
-def ensure_manifest() -> Path:
-    """Run `dbt parse` when the manifest is missing or older than any model, macro or test."""
-    project = settings().dbt_project_dir
-    manifest = manifest_path()
-    if manifest.exists() and manifest.stat().st_mtime >= _newest_source(project):
+def ensure_manifest(project: Path | None = None) -> Path:
+    """The manifest of the project's sources as they are now: `dbt parse` runs when any model,
+    macro, test or project file was added, changed, renamed or deleted since the last parse.
+    Parses of one target run one at a time (a lock beside the manifest)."""
+    project = (project or settings().dbt_project_dir).resolve()
+    target = target_dir(project)
+    manifest = manifest_path(project)
+    stamp = target / _SOURCES_HASH
+    current = sources_hash(project)
+    if manifest.exists() and stamp.exists() and stamp.read_text().strip() == current:
         return manifest
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / ".parse.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = sources_hash(project)  # another process may have parsed while we waited
+        if manifest.exists() and stamp.exists() and stamp.read_text().strip() == current:
+            return manifest
+        _parse(project, target)
+        tmp = stamp.with_suffix(".tmp")
+        tmp.write_text(current + "\n")
+        tmp.replace(stamp)
+    return manifest
+
+
+def _parse(project: Path, target: Path) -> None:
     dbt = Path(sys.executable).parent / "dbt"
     result = subprocess.run(
         [
@@ -71,12 +113,13 @@ def ensure_manifest() -> Path:
             "--profiles-dir",
             str(project),
             "--target-path",
-            str(target_dir()),
+            str(target),
         ],
         env=dbt_env(),
         capture_output=True,
         text=True,
     )
     if result.returncode != 0:
-        raise DefinitionError(f"dbt parse failed:\n{result.stdout}{result.stderr}")
-    return manifest
+        said = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+        said = re.sub(r"(?m)^\d\d:\d\d:\d\d\s+", "", said).strip()
+        raise DefinitionError(f"the dbt project {project} does not parse: {said}")
