@@ -1,32 +1,23 @@
-"""The registry asset: definitions from the dbt manifest into PostgreSQL, guarded by version.
+"""The registry asset: publish the definitions, as `skewless apply` does (one code path).
 
-Its code version is the definitions' own hash, so declarative automation refreshes it whenever
-a view, version, feature or service changes; feature views build only after it, so a schema
+Its code version is the definitions' own hash, so declarative automation publishes whenever a
+view, version, feature or service changes; feature views build only after it, so a schema
 changed under an unchanged version stops the run before anything is built or published.
 """
 
-import hashlib
-
-from dagster import AutomationCondition, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AutomationCondition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from assets.constants import FEATURES, REGISTRY_KEY
 from assets.dbt import REGISTRY
-from resources import PostgresResource
-from skewless.registry import Registry, store
-
-
-def definitions_hash(registry: Registry) -> str:
-    """Changes when any view, version, feature, owner, TTL, SLA, tag or service changes."""
-    parts = [
-        f"{v.versioned_name}:{v.fingerprint}:{v.owner}:{v.ttl}:{v.freshness_sla}:{v.stale_policy}:{v.tags}:"
-        f"{[f.description for f in v.features]}"
-        for v in registry.views.values()
-    ]
-    parts += [
-        f"{s.name}:{[f.reference + '=' + f.name for f in s.features]}"
-        for s in registry.services.values()
-    ]
-    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+from resources import PostgresResource, RedisResource
+from skewless import publish
+from skewless.registry.published import definitions_hash
 
 
 @asset(
@@ -35,21 +26,38 @@ def definitions_hash(registry: Registry) -> str:
     kinds={"postgres"},
     code_version=definitions_hash(REGISTRY),
     automation_condition=AutomationCondition.code_version_changed() | AutomationCondition.missing(),
-    description="Every feature view version, feature and feature service, from the dbt definitions.",
+    description="Publishes every feature view version, feature and feature service from the dbt "
+    "definitions (`skewless apply`): the registry readers serve and train on.",
 )
-def registry(postgres: PostgresResource) -> MaterializeResult:
+def registry(
+    context: AssetExecutionContext, postgres: PostgresResource, redis: RedisResource
+) -> MaterializeResult:
     with postgres.connect() as conn:
-        counts = store.sync(conn, REGISTRY)
+        applied = publish.apply(
+            conn,
+            REGISTRY,
+            published_by=f"dagster run {context.run.run_id}",
+            online=redis.client,
+            namespace=redis.namespace,
+        )
+    for line in applied.plan.lines()[1:-1] + applied.lines():
+        context.log.info(line.strip())
     return MaterializeResult(
         metadata={
-            **counts,
-            "views": MetadataValue.md(
+            "views": len(REGISTRY.views),
+            "services": len(REGISTRY.services),
+            "generation": applied.generation,
+            "published": applied.published,
+            "changes": MetadataValue.md(
+                "\n".join(f"- {c.line().strip()}" for c in applied.plan.changes) or "none"
+            ),
+            "view_list": MetadataValue.md(
                 "\n".join(
                     f"- `{v.versioned_name}` ({v.kind}, {', '.join(v.entity)}): {len(v.features)} features, owner {v.owner}"
                     for v in REGISTRY.views.values()
                 )
             ),
-            "services": MetadataValue.md(
+            "service_list": MetadataValue.md(
                 "\n".join(
                     f"- `{s.name}`: {', '.join(f.reference for f in s.features)}"
                     for s in REGISTRY.services.values()

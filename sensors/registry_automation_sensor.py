@@ -1,4 +1,5 @@
-"""Refresh the registry whenever the definitions change (its code version is their hash)."""
+"""Publish the definitions whenever they change (the registry asset's code version is their hash):
+the asset runs the same publish as `skewless apply`."""
 
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus
 
@@ -8,5 +9,6 @@ registry_automation_sensor = AutomationConditionSensorDefinition(
     name="registry_automation_sensor",
     target=AssetSelection.assets(REGISTRY_KEY),
     default_status=DefaultSensorStatus.RUNNING,
-    description="Materializes the registry when a view, version, feature or service changes.",
+    description="Publishes the registry (as `skewless apply` does) when a view, version, feature "
+    "or service changes.",
 )

@@ -184,12 +184,13 @@ def _features_retire(args: argparse.Namespace) -> int:
     import redis
 
     from skewless.config import settings
-    from skewless.registry import load_registry, store
+    from skewless.publish import retire
+    from skewless.registry import load_registry
     from skewless.services import services
 
     view = load_registry().view(f"{args.view}_v{args.version}")
     with _connect() as conn:
-        removed = store.retire(
+        removed = retire(
             conn, redis.Redis.from_url(services().redis_url), settings().namespace, view
         )
     print(
@@ -230,6 +231,18 @@ def _purge(args: argparse.Namespace) -> int:
         )
     print(result.describe())
     return 0
+
+
+def _plan(_: argparse.Namespace) -> int:
+    from skewless.publish.commands import run_plan
+
+    return run_plan()
+
+
+def _apply(_: argparse.Namespace) -> int:
+    from skewless.publish.commands import run_apply
+
+    return run_apply()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -343,6 +356,16 @@ def parser() -> argparse.ArgumentParser:
     retire.add_argument("view")
     retire.add_argument("--version", type=int, required=True)
     retire.set_defaults(fn=_features_retire)
+    sub.add_parser(
+        "plan",
+        help="show what apply would publish: new, changed and removed views, versions and "
+        "services against the published registry; exit 1 when something would be refused",
+    ).set_defaults(fn=_plan)
+    sub.add_parser(
+        "apply",
+        help="publish the definitions (registry rows, as-of functions, the manifest readers "
+        "serve), retiring removed ones; refuses what plan refuses",
+    ).set_defaults(fn=_apply)
     serve = sub.add_parser(
         "serve",
         help="serve online features over HTTP (JSON; OpenAPI at /openapi.json); bearer tokens "

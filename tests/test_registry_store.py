@@ -13,6 +13,7 @@ from skewless.config import settings
 from skewless.errors import DefinitionError
 from skewless.online.keys import view_pattern
 from skewless.online.writer import materialize_view
+from skewless.publish import retire
 from skewless.registry import Feature, Registry, load_registry, store
 from skewless.registry.discovery import describe, list_views, search
 
@@ -84,7 +85,7 @@ def test_versions_coexist_and_retiring_one_removes_only_its_keys(materialized, p
     store.sync(pg, Registry([*registry.views.values(), scratch], list(registry.services.values())))
     materialize_view(pg, rds, settings().namespace, scratch)
     assert _keys(rds, scratch) == _keys(rds, v1)
-    removed = store.retire(pg, rds, settings().namespace, scratch)
+    removed = retire(pg, rds, settings().namespace, scratch)
     assert removed == _keys(rds, v1) and _keys(rds, scratch) == 0
     assert _keys(rds, v1) > 0 and _keys(rds, v2) > 0
     assert store.is_retired(pg, scratch) and not store.is_retired(pg, v1)

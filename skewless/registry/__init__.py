@@ -1,7 +1,9 @@
 """The feature registry: one definition of every view, version, entity, feature and service.
 
 Definitions come from the dbt manifest (models and sources with `meta.skewless`, exposures as
-feature services); `store` keeps them in PostgreSQL for discovery, and guards version schemas.
+feature services): `load_registry()` is that working copy, for tools and tests. `store` keeps them
+in PostgreSQL for discovery and guards version schemas; `published` holds what was last published
+(skewless.publish), the only registry readers serve and train on.
 """
 
 from skewless.registry.catalog import Registry, load_registry

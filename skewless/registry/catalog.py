@@ -9,12 +9,17 @@ from functools import lru_cache
 from pathlib import Path
 
 from skewless.errors import DataError, DefinitionError
-from skewless.registry.manifest import services_from_manifest, views_from_manifest
+from skewless.registry.manifest import services_from_manifest, test_names, views_from_manifest
 from skewless.registry.model import FeatureService, FeatureView, ServiceFeature
 
 
 class Registry:
-    def __init__(self, views: list[FeatureView], services: list[FeatureService] | None = None):
+    def __init__(
+        self,
+        views: list[FeatureView],
+        services: list[FeatureService] | None = None,
+        tests: frozenset[str] = frozenset(),
+    ):
         self.views = {v.versioned_name: v for v in sorted(views, key=lambda v: v.versioned_name)}
         self.latest: dict[str, FeatureView] = {}
         for view in self.views.values():
@@ -23,6 +28,10 @@ class Registry:
         self.services = {s.name: s for s in services or []}
         self.online_plans: dict = {}
         """Online reads' resolved feature lists, by request shape (skewless.online.reader)."""
+        self.tests = tests
+        """Names of the dbt project's data tests (the working copy's; empty when published)."""
+        self.unknown_hint = ""
+        """Appended to unknown-name errors (the published registry points to `skewless plan`)."""
 
     @classmethod
     def from_manifest(cls, path: Path) -> Registry:
@@ -33,7 +42,7 @@ class Registry:
         manifest = json.loads(path.read_text())
         views = views_from_manifest(manifest)
         services = services_from_manifest(manifest, {v.versioned_name: v for v in views})
-        return cls(views, services)
+        return cls(views, services, test_names(manifest))
 
     def view(self, name: str) -> FeatureView:
         """`carrier_delay_stats` (its latest version) or `carrier_delay_stats_v1` (that version)."""
@@ -43,21 +52,27 @@ class Registry:
             return self.latest[name]
         base = re.sub(r"_v\d+$", "", name)
         known = sorted(v for v in self.views if v.startswith(base + "_v")) or sorted(self.views)
-        raise DefinitionError(f"unknown feature view {name!r}; known: {', '.join(known)}")
+        raise DefinitionError(
+            f"unknown feature view {name!r}; known: {', '.join(known)}{self._hint()}"
+        )
 
     def versions(self, name: str) -> list[FeatureView]:
         found = [v for v in self.views.values() if v.name == name]
         if not found:
             raise DefinitionError(
                 f"unknown feature view {name!r}; known: {', '.join(sorted(self.latest))}"
+                f"{self._hint()}"
             )
         return sorted(found, key=lambda v: v.version)
 
     def service(self, name: str) -> FeatureService:
         if name not in self.services:
             known = ", ".join(sorted(self.services)) or "none declared"
-            raise DefinitionError(f"unknown feature service {name!r}; known: {known}")
+            raise DefinitionError(f"unknown feature service {name!r}; known: {known}{self._hint()}")
         return self.services[name]
+
+    def _hint(self) -> str:
+        return f"; {self.unknown_hint}" if self.unknown_hint else ""
 
     def select(
         self, features: Sequence[str] | None, feature_service: str | None
@@ -85,7 +100,7 @@ class Registry:
             if feature not in view.feature_names:
                 raise DefinitionError(
                     f"feature view {view.versioned_name} has no feature {feature!r}; "
-                    f"it has: {', '.join(view.feature_names)}"
+                    f"it has: {', '.join(view.feature_names)}{self._hint()}"
                 )
             resolved.append((view, feature))
         return resolved

@@ -37,7 +37,7 @@ def _ready(conn: psycopg.Connection) -> None:
     ensure_tables(conn)
     if conn.execute("select count(*) from features.registry").fetchone()[0] == 0:
         raise DefinitionError(
-            "the registry is empty: run `skewless demo` (or materialize the registry asset)"
+            "the registry is empty: run `skewless apply` (or `skewless demo`) to publish the definitions"
         )
 
 

@@ -296,3 +296,13 @@ def services_from_manifest(
             )
         )
     return services
+
+
+def test_names(manifest: Mapping[str, Any]) -> frozenset[str]:
+    """Names of the project's data tests (a singular test is named for its file, e.g.
+    `assert_origin_weather_v1_no_leakage`): plan checks every feature view has its proof."""
+    return frozenset(
+        props["name"]
+        for props in manifest.get("nodes", {}).values()
+        if props.get("resource_type") == "test"
+    )

@@ -57,3 +57,13 @@ create table if not exists features.registry_materializations (
     run_id          text,
     primary key (view, version, store)
 );
+
+-- One row per publish (`skewless apply`, the Dagster registry asset): the parsed definitions
+-- readers serve and train on. Written in the transaction that writes the rows above.
+create table if not exists features.published_manifest (
+    generation   bigint      generated always as identity primary key,
+    published_at timestamptz not null default now(),
+    published_by text        not null,
+    definitions  text        not null,
+    registry     jsonb       not null
+);

@@ -2,7 +2,9 @@
 
 A version's schema is fixed once registered: a definition whose columns or types changed under
 the same version is rejected (SchemaChanged) before anything is built or published, telling the
-author to add a version. Retiring a version is the one way its online keys go away.
+author to add a version. Publishing (skewless.publish) calls these; it also makes the as-of
+functions of external views and removes a retired version's online keys, which live in the
+offline and online layers this module does not reach.
 """
 
 from __future__ import annotations
@@ -11,15 +13,14 @@ from datetime import datetime
 from importlib import resources
 
 import psycopg
-import redis
 
 from skewless.errors import DefinitionError
-from skewless.offline import asof_function
-from skewless.online.keys import view_pattern
 from skewless.registry.catalog import Registry
 from skewless.registry.model import FeatureView, same_type
 
-_LOCK = "select pg_advisory_xact_lock(hashtext('skewless.registry'))"
+LOCK = "select pg_advisory_xact_lock(hashtext('skewless.registry'))"
+"""Held by every transaction that writes the registry: publishes happen one at a time."""
+_LOCK = LOCK
 
 
 class SchemaChanged(DefinitionError):
@@ -92,16 +93,22 @@ def describe_change(view: FeatureView, before: dict[str, str]) -> str:
     )
 
 
-def check_versions(conn: psycopg.Connection, registry: Registry) -> None:
-    """Raise SchemaChanged for every registered version whose definition changed its schema."""
+def schema_changes(conn: psycopg.Connection, registry: Registry) -> dict[str, str]:
+    """By versioned name, how each registered version's definition changed its schema."""
     ensure_tables(conn)
-    problems = []
+    problems = {}
     for view in registry.views.values():
         before = _registered_columns(conn, view)
         if before:  # None: new version; {}: same fingerprint
-            problems.append(describe_change(view, before))
+            problems[view.versioned_name] = describe_change(view, before)
+    return problems
+
+
+def check_versions(conn: psycopg.Connection, registry: Registry) -> None:
+    """Raise SchemaChanged for every registered version whose definition changed its schema."""
+    problems = schema_changes(conn, registry)
     if problems:
-        raise SchemaChanged("; ".join(problems))
+        raise SchemaChanged("; ".join(problems.values()))
 
 
 def verify_table(conn: psycopg.Connection, view: FeatureView) -> None:
@@ -133,7 +140,9 @@ def verify_table(conn: psycopg.Connection, view: FeatureView) -> None:
 
 
 def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
-    """Write every definition into the registry tables, in one transaction, after the guard."""
+    """Write every definition into the registry tables, in one transaction, after the guard.
+
+    Registry rows only: readers serve what skewless.publish.apply publishes, which calls this."""
     ensure_tables(conn)
     with conn.transaction():
         conn.execute(_LOCK)
@@ -182,8 +191,6 @@ def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
                         for i, f in enumerate(view.features)
                     ],
                 )
-            if view.kind == "external":  # dbt makes the functions of the views it builds
-                asof_function.create(conn, view)
         conn.execute("delete from features.registry_services")
         with conn.cursor() as cur:
             cur.executemany(
@@ -235,28 +242,36 @@ def is_retired(conn: psycopg.Connection, view: FeatureView) -> bool:
     return bool(row and row[0])
 
 
-def retire(conn: psycopg.Connection, client: redis.Redis, namespace: str, view: FeatureView) -> int:
-    """Remove a version's online keys and mark it retired (later runs do not republish it).
-
-    The offline table stays: training sets that pinned this version can still be rebuilt.
-    """
+def mark_retired(conn: psycopg.Connection, view: FeatureView) -> None:
+    """Mark a version retired (later runs do not republish it); skewless.publish.retire also
+    removes its online keys. The offline table stays: training sets that pinned it rebuild."""
     ensure_tables(conn)
     with conn.transaction():
         found = conn.execute(
-            "update features.registry set retired_at = now() where view = %s and version = %s returning 1",
+            "update features.registry set retired_at = coalesce(retired_at, now())"
+            " where view = %s and version = %s returning 1",
             (view.name, view.version),
         ).fetchone()
         if not found:
             raise DefinitionError(
                 f"feature view {view.versioned_name} is not registered; nothing to retire"
             )
-    removed = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=view_pattern(namespace, view.versioned_name), count=10_000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            removed += client.unlink(*batch)
-            batch.clear()
-    if batch:
-        removed += client.unlink(*batch)
-    return removed
+
+
+def restore(conn: psycopg.Connection, view: FeatureView) -> None:
+    """Clear a retired mark: a removed version declared again is published (and built) again."""
+    conn.execute(
+        "update features.registry set retired_at = null where view = %s and version = %s",
+        (view.name, view.version),
+    )
+
+
+def retired_versions(conn: psycopg.Connection) -> set[str]:
+    """Versioned names of every retired version."""
+    ensure_tables(conn)
+    return {
+        f"{view}_v{version}"
+        for view, version in conn.execute(
+            "select view, version from features.registry where retired_at is not null"
+        )
+    }
