@@ -25,16 +25,18 @@ from skewless.online.client import FastRedis
 from skewless.online.push import push
 from skewless.online.reader import OnlineResult, get_online_features
 from skewless.online.writer import WriteResult
-from skewless.registry import Registry, load_registry
+from skewless.registry import Registry
+from skewless.registry.published import PublishedRegistry
 
 if TYPE_CHECKING:
     import polars as pl
 
 
 class FeatureStore:
-    """The project's offline store (PostgreSQL), online store (Redis) and registry (dbt manifest).
+    """The project's offline store (PostgreSQL), online store (Redis) and published registry.
 
-    Servers come from the environment (or the embedded ones), unless URLs are given.
+    Servers come from the environment (or the embedded ones), unless URLs are given. Creating one
+    touches no server; the first read does.
     """
 
     def __init__(
@@ -49,7 +51,15 @@ class FeatureStore:
 
     @property
     def registry(self) -> Registry:
-        return load_registry()
+        """The definitions as last published (`skewless apply`, or a build), never the working
+        copy of the YAML: a definition edited but not applied is not served or trained on. A
+        publish is seen within a second (at once in the process that made it). Raises
+        NothingPublished (a DefinitionError) when nothing was ever published."""
+        return self._published()
+
+    @cached_property
+    def _published(self) -> PublishedRegistry:
+        return PublishedRegistry(self.postgres_url)
 
     @cached_property
     def postgres_url(self) -> str:

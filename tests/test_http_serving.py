@@ -600,8 +600,14 @@ def test_skewless_serve_with_two_workers_and_tokens(svc, rds):
     """`skewless serve --workers 2` on the project's registry, with bearer tokens from the
     environment: lists the dbt views, reads, counts across workers, is ready exactly when every
     served view has its marker in Redis, and never prints a token."""
+    import psycopg
+
     from skewless.online.watermark import marker_key
+    from skewless.publish import apply, working_copy
     from skewless.registry import load_registry
+
+    with psycopg.connect(svc.postgres_url) as conn:  # serve serves what was published
+        apply(conn, working_copy(), published_by="test_http_serving", online=lambda: rds)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -369,23 +369,25 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 def from_environment() -> ServingApp:
-    """The app of one `skewless serve` worker: the project's registry, Redis and namespace.
+    """The app of one `skewless serve` worker: the published registry, Redis and namespace.
 
     Uvicorn calls it in every worker process (`factory=True`); `skewless serve` has resolved the
-    servers and exported SKEWLESS_REDIS_URL before starting them.
+    servers and exported their URLs before starting them. The registry is what was published
+    (skewless.registry.published), checked in a thread at most once a second, never the working
+    copy of the definitions.
     """
     from skewless.config import settings
-    from skewless.registry import load_registry
+    from skewless.registry.published import PublishedRegistry
 
     cfg = settings()
-    url = cfg.redis_url
-    if url is None:
+    url, postgres_url = cfg.redis_url, cfg.postgres_url
+    if url is None or postgres_url is None:
         from skewless.services import services
 
-        url = services().redis_url
+        url, postgres_url = url or services().redis_url, postgres_url or services().postgres_url
     folder = os.environ.get(METRICS_DIR_ENV)
     app = ServingApp(
-        ReloadingRegistry(load_registry),
+        PublishedRegistry(postgres_url, background=True),
         redis_client(url),
         cfg.namespace,
         max_body_bytes=int(os.environ.get(MAX_BODY_ENV, MAX_BODY_BYTES)),

@@ -47,21 +47,26 @@ def serve(
     max_header_bytes: int = MAX_HEADER_BYTES,
     read_timeout: float = READ_TIMEOUT,
 ) -> int:
-    """Serve until interrupted. Fails before listening when Redis or the registry is missing, or
-    when SKEWLESS_SERVE_TOKENS holds a weak token; prints where it serves once the port is bound."""
+    """Serve until interrupted. Fails before listening when Redis is missing, when nothing was
+    published (`skewless apply`), or when SKEWLESS_SERVE_TOKENS holds a weak token; prints where
+    it serves once the port is bound.
+
+    What is served is the published registry, never the working copy of the definitions; a
+    working copy that differs is logged once per change (skewless.publish.watch)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     from skewless.config import settings
-    from skewless.dbt import ensure_manifest
-    from skewless.registry import load_registry
+    from skewless.publish.watch import WorkingCopyWatch
+    from skewless.registry.published import PublishedRegistry
     from skewless.services import services
 
     tokens = tokens_from_environment()
     sock = _bind(host, port)  # first: a taken port fails at once, with one line
-    found = services()  # starts embedded servers if used; exports SKEWLESS_REDIS_URL to workers
-    ensure_manifest()
-    registry = load_registry()
+    found = services()  # starts embedded servers if used; exports their URLs to workers
+    published = PublishedRegistry(found.postgres_url)
+    registry = published()  # NothingPublished: says to run `skewless apply`
+    published.close()
     folder = settings().state_dir / "serving" / f"metrics-{port}"
     shutil.rmtree(folder, ignore_errors=True)  # a previous server's totals are not ours
     folder.mkdir(parents=True)
@@ -81,6 +86,7 @@ def serve(
         log_level="warning",
         **UVICORN_OPTIONS,
     )
+    watch = WorkingCopyWatch(found.postgres_url).start()
     print(f"{found.describe()[1]}; namespace {settings().namespace!r}")
     warning = exposure_warning(host, bool(tokens))
     if warning:
@@ -88,6 +94,7 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     print(
         f"serving {len(registry.views)} feature views and {len(registry.services)} feature services "
+        f"(published generation {published.generation}) "
         f"on http://{shown}:{port} ({workers} worker{'s' if workers != 1 else ''}"
         f"{', bearer tokens required' if tokens else ''}); API: http://{shown}:{port}/openapi.json",
         flush=True,
@@ -100,6 +107,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
+        watch.set()
         sock.close()
     return 0
 
