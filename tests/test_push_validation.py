@@ -341,9 +341,12 @@ def test_the_project_clock_bounds_feature_ts_when_no_now_is_given(rds, namespace
 def test_a_none_key_is_not_served_for_the_empty_string(svc, namespace):
     """The registered view's key column types decide: carrier is text, so None is refused (it was
     stored under the empty string and served for carrier "")."""
-    from skewless.dbt import ensure_manifest
+    import psycopg
 
-    ensure_manifest()
+    from skewless.publish import apply, working_copy
+
+    with psycopg.connect(svc.postgres_url) as conn:  # readers serve what was published
+        apply(conn, working_copy(), published_by="test_push_validation")
     store = FeatureStore(svc.postgres_url, svc.redis_url, namespace)
     view = store.registry.view("carrier_delay_stats")
     now = clock.now()
