@@ -289,4 +289,7 @@ def test_dbt_assets_carry_column_lineage_and_their_real_relation(run):
 def test_the_demo_monitoring_step_reports_drift_checks(run):
     from skewless.demo import monitor
 
-    assert monitor().startswith("drift: 6 views checked, ")
+    lines = monitor()
+    assert lines[0].startswith("drift: 6 views checked, ")
+    # every red check the summary names comes with its cause
+    assert all(line.startswith("  red in the UI, expected: ") for line in lines[1:])
