@@ -103,6 +103,10 @@ def ensure_manifest(project: Path | None = None) -> Path:
 
 def _parse(project: Path, target: Path) -> None:
     dbt = Path(sys.executable).parent / "dbt"
+    env = dbt_env()
+    # the parse writes the saved parse that later dbt runs are pointed at (orchestrate): it must
+    # not be pointed at it itself, which fails while the file does not exist yet
+    env.pop("DBT_PARTIAL_PARSE_FILE_PATH", None)
     result = subprocess.run(
         [
             str(dbt),
@@ -115,7 +119,7 @@ def _parse(project: Path, target: Path) -> None:
             "--target-path",
             str(target),
         ],
-        env=dbt_env(),
+        env=env,
         capture_output=True,
         text=True,
     )
