@@ -19,6 +19,7 @@ from assets.dbt import REGISTRY, feature_view_asset_key
 from assets.retries import retry_transient
 from resources import PostgresResource, RedisResource
 from skewless import clock
+from skewless.online import watermark
 from skewless.online.writer import materialize_view
 from skewless.progress import Throttle, log
 from skewless.registry import FeatureView, store
@@ -69,7 +70,9 @@ def online_asset(view: FeatureView) -> AssetsDefinition:
                 run_id=context.run.run_id,
                 progress=progress,
             )
-            store.record_materialization(conn, view, "online", result.entities, context.run.run_id)
+            online = watermark.published_count(conn, view, redis.namespace)
+            conn.commit()
+            store.record_materialization(conn, view, "online", online, context.run.run_id)
         log.info(
             f"online {view.versioned_name} ({result.mode}: {result.reason}): "
             f"{result.entities:,} entities sent, {result.written:,} keys written"

@@ -211,7 +211,7 @@ def test_serve_serves_the_published_registry_and_logs_a_differing_working_copy(
 _VIEW_YAML = """version: 2
 
 models:
-  - name: dest_arrival_stats
+  - name: dest_probe_stats
     description: Arrivals per destination airport and local day.
     latest_version: 1
     config:
@@ -255,21 +255,21 @@ group by dest, flight_date
 _SERVICE_YAML = """version: 2
 
 exposures:
-  - name: arrival_model_v1
+  - name: probe_model_v1
     type: ml
     owner:
       name: Test
       email: test@skewless.dev
     depends_on:
-      - ref('dest_arrival_stats', v=1)
+      - ref('dest_probe_stats', v=1)
     config:
       meta:
         skewless:
           features:
-            - dest_arrival_stats_v1:arrivals_1d
+            - dest_probe_stats_v1:arrivals_1d
 """
 
-_LEAKAGE_TEST = "select * from {{ ref('dest_arrival_stats', v=1) }} where false\n"
+_LEAKAGE_TEST = "select * from {{ ref('dest_probe_stats', v=1) }} where false\n"
 
 
 def test_new_definitions_are_published_by_apply_only_and_removed_ones_retired(
@@ -278,9 +278,9 @@ def test_new_definitions_are_published_by_apply_only_and_removed_ones_retired(
     root = _copy_project(tmp_path)
     project = root / "dbt_project"
     features = project / "models" / "features"
-    (features / "dest_arrival_stats.yml").write_text(_VIEW_YAML)
-    (features / "dest_arrival_stats_v1.sql").write_text(_VIEW_SQL)
-    (project / "models" / "arrival_services.yml").write_text(_SERVICE_YAML)
+    (features / "dest_probe_stats.yml").write_text(_VIEW_YAML)
+    (features / "dest_probe_stats_v1.sql").write_text(_VIEW_SQL)
+    (project / "models" / "probe_services.yml").write_text(_SERVICE_YAML)
     reader = FeatureStore(namespace=namespace)
     rows = [{"dest": "LAX"}]
 
@@ -288,25 +288,25 @@ def test_new_definitions_are_published_by_apply_only_and_removed_ones_retired(
     first = plan(pg, working_copy(project))
     pg.rollback()
     [refused] = first.refused
-    assert "dest_arrival_stats_v1" in refused.line()
-    assert "tests/assert_dest_arrival_stats_v1_no_leakage.sql" in refused.line()
+    assert "dest_probe_stats_v1" in refused.line()
+    assert "tests/assert_dest_probe_stats_v1_no_leakage.sql" in refused.line()
     with pytest.raises(DefinitionError, match="no no-leakage test"):
         apply(pg, working_copy(project), published_by="test")
     pg.rollback()
 
-    (project / "tests" / "assert_dest_arrival_stats_v1_no_leakage.sql").write_text(_LEAKAGE_TEST)
+    (project / "tests" / "assert_dest_probe_stats_v1_no_leakage.sql").write_text(_LEAKAGE_TEST)
     shown = _cli(root, "plan")
     assert shown.returncode == 0, shown.stdout + shown.stderr
-    assert "+ feature view dest_arrival_stats_v1: new view" in shown.stdout
-    assert "+ feature service arrival_model_v1: new: dest_arrival_stats_v1:arrivals_1d" in (
+    assert "+ feature view dest_probe_stats_v1: new view" in shown.stdout
+    assert "+ feature service probe_model_v1: new: dest_probe_stats_v1:arrivals_1d" in (
         shown.stdout
     )
     assert "2 to add" in shown.stdout
 
     # not published yet: unknown to readers, with the hint
     with pytest.raises(DefinitionError) as unknown:
-        reader.get_online_features(rows, feature_service="arrival_model_v1")
-    assert "unknown feature service 'arrival_model_v1'" in str(unknown.value)
+        reader.get_online_features(rows, feature_service="probe_model_v1")
+    assert "unknown feature service 'probe_model_v1'" in str(unknown.value)
     assert "not published" in str(unknown.value)
     assert "`skewless plan` shows unpublished definitions" in str(unknown.value)
 
@@ -315,44 +315,44 @@ def test_new_definitions_are_published_by_apply_only_and_removed_ones_retired(
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert f"published generation {generation + 1}:" in applied.stdout
     time.sleep(published.RECHECK_SECONDS)  # published by another process: seen within a second
-    assert reader.registry.service("arrival_model_v1").features[0].reference == (
-        "dest_arrival_stats_v1:arrivals_1d"
+    assert reader.registry.service("probe_model_v1").features[0].reference == (
+        "dest_probe_stats_v1:arrivals_1d"
     )
     at = pd.Timestamp("2013-01-12 05:00", tz="UTC")
     reader.push(
-        "dest_arrival_stats_v1",
+        "dest_probe_stats_v1",
         [{"dest": "LAX", "feature_ts": at, "created_at": at, "arrivals_1d": 42}],
         now=at,
     )
-    read = reader.get_online_features(rows, feature_service="arrival_model_v1", now=at)
+    read = reader.get_online_features(rows, feature_service="probe_model_v1", now=at)
     assert read.to_dict()["arrivals_1d"] == [42]
     clean = _cli(root, "plan")
     assert "no changes: the definitions match the published registry" in clean.stdout
 
     # removed from the definitions: plan notices (no file times), apply retires it
     for path in (
-        features / "dest_arrival_stats.yml",
-        features / "dest_arrival_stats_v1.sql",
-        project / "models" / "arrival_services.yml",
-        project / "tests" / "assert_dest_arrival_stats_v1_no_leakage.sql",
+        features / "dest_probe_stats.yml",
+        features / "dest_probe_stats_v1.sql",
+        project / "models" / "probe_services.yml",
+        project / "tests" / "assert_dest_probe_stats_v1_no_leakage.sql",
     ):
         path.unlink()
     working = working_copy(project)
     removal = plan(pg, working)
     pg.rollback()
     lines = "\n".join(removal.lines())
-    assert "- feature view dest_arrival_stats_v1: removed from the definitions" in lines
-    assert "- feature service arrival_model_v1: removed from the definitions" in lines
+    assert "- feature view dest_probe_stats_v1: removed from the definitions" in lines
+    assert "- feature service probe_model_v1: removed from the definitions" in lines
     assert not removal.refused
     done = apply(pg, working, published_by="test", namespace=namespace)
-    assert done.removed_keys == {"dest_arrival_stats_v1": 1}
-    assert rds.keys(f"{namespace}:*dest_arrival_stats_v1*") == []
+    assert done.removed_keys == {"dest_probe_stats_v1": 1}
+    assert rds.keys(f"{namespace}:*dest_probe_stats_v1*") == []
     assert pg.execute(
-        "select retired_at is not null from features.registry where view = 'dest_arrival_stats'"
+        "select retired_at is not null from features.registry where view = 'dest_probe_stats'"
     ).fetchone() == (True,)
     pg.commit()
-    with pytest.raises(DefinitionError, match="unknown feature service 'arrival_model_v1'"):
-        reader.registry.service("arrival_model_v1")  # this process applied: seen at once
+    with pytest.raises(DefinitionError, match="unknown feature service 'probe_model_v1'"):
+        reader.registry.service("probe_model_v1")  # this process applied: seen at once
 
 
 def test_the_registry_asset_publishes_through_the_same_code(materialized, pg):

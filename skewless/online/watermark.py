@@ -242,3 +242,12 @@ def _comment(conn: psycopg.Connection, table: sql.Identifier, identity: str) -> 
 
 def _keys(view: FeatureView) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
+
+
+def published_count(conn: psycopg.Connection, view: FeatureView, namespace: str) -> int:
+    """Entities whose latest version this namespace has published: what the online store holds
+    (an incremental run that sends nothing still leaves them all online)."""
+    table = published_table(view, namespace)
+    if conn.execute("select to_regclass(%s)", (table.as_string(conn),)).fetchone()[0] is None:
+        return 0
+    return conn.execute(sql.SQL("select count(*) from {t}").format(t=table)).fetchone()[0]
