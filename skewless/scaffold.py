@@ -32,38 +32,11 @@ _TIME_TYPES = ("timestamp with time zone", "timestamptz")
 
 
 def parse_project(project: Path) -> Path:
-    """`dbt parse` a dbt project (the project's own through `ensure_manifest`, which keeps it
-    current; a copy into its `target/`); returns the manifest. DefinitionError with dbt's output
-    when it does not parse."""
-    import sys
+    """The manifest of a dbt project (the project's own, or a copy), parsed again when its files
+    changed; DefinitionError with dbt's output when it does not parse."""
+    from skewless.dbt import ensure_manifest
 
-    from skewless.config import settings
-    from skewless.dbt import dbt_env, ensure_manifest
-
-    if project.resolve() == settings().dbt_project_dir.resolve():
-        return ensure_manifest()
-    target = project / "target"
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "parse",
-            "--quiet",
-            "--project-dir",
-            str(project),
-            "--profiles-dir",
-            str(project),
-            "--target-path",
-            str(target),
-            "--log-path",
-            str(target),
-        ],
-        env=dbt_env(),
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise DefinitionError(f"dbt parse of {project} failed:\n{result.stdout}{result.stderr}")
-    return target / "manifest.json"
+    return ensure_manifest(project)
 
 
 def _manifest(project: Path) -> Mapping[str, Any]:
