@@ -120,9 +120,10 @@ def run(first: date, last: date) -> int:
         step.close()
     for result in results:
         if not result.success:
-            failed = [e.step_key for e in result.all_events if e.is_step_failure]
-            log.error(f"run {result.run_id} failed at {', '.join(failed)}: see `skewless ui`")
-            return 1
+            from skewless.orchestrate import RunFailed, outcome
+
+            # one message with the cause, the run id and its log (cli_errors prints it)
+            raise RunFailed(f"demo {first}..{last} failed", outcome(result))
         log.info(f"run {result.dagster_run.job_name} {result.run_id} succeeded")
     log.info(f"materialized in {elapsed((datetime.now() - started).total_seconds())}")
     summarize(last)
