@@ -164,12 +164,14 @@ def get_online_features(
         if value is None:
             cells.append(plan.nulls[i])
             states.append(MISSING)
-        elif limits[i] <= value[:16] <= newest:
-            cells.append(unpackb(value[HEADER:]))
-            states.append(PRESENT)
-        elif value[:16] > newest:
+            continue
+        head = value[:16]
+        if head > newest:
             cells.append(plan.nulls[i])
             states.append(MISSING)
+        elif head >= limits[i]:
+            cells.append(unpackb(value[HEADER:]))
+            states.append(PRESENT)
         else:
             values, state = _stale(value, views[i], entity_rows[at // n_views])
             cells.append(values if values is not None else plan.nulls[i])
