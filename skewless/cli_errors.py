@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import TextIO
 
-from skewless.errors import DataError, DefinitionError, ServiceUnavailable, SkewlessError
+from skewless.errors import SkewlessError
 
 EXIT_EXPECTED = 2
 """A SkewlessError: wrong definition, input or state (argparse uses 2 for bad arguments too)."""
@@ -29,6 +29,7 @@ def definition_files() -> dict[str, str]:
     try:
         from skewless.config import settings
         from skewless.dbt import manifest_path
+        from skewless.registry.manifest import meta_of
 
         manifest = json.loads(manifest_path().read_text())
         project = settings().dbt_project_dir.name
@@ -36,7 +37,7 @@ def definition_files() -> dict[str, str]:
         return {}
     files = {}
     for props in [*manifest.get("nodes", {}).values(), *manifest.get("sources", {}).values()]:
-        meta = (props.get("config") or {}).get("meta") or props.get("meta") or {}
+        meta = meta_of(props)
         if "skewless" not in meta:
             continue
         path = props.get("patch_path") or props.get("original_file_path") or ""
@@ -54,16 +55,6 @@ def named_files(message: str, files: dict[str, str]) -> list[str]:
         if named and path not in found and path not in message:
             found.append(path)
     return found
-
-
-def _kind(exc: BaseException) -> str:
-    if isinstance(exc, DefinitionError):
-        return "definition"
-    if isinstance(exc, DataError):
-        return "data"
-    if isinstance(exc, ServiceUnavailable):
-        return "server"
-    return ""
 
 
 def format_error(exc: BaseException) -> tuple[str, int]:

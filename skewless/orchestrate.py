@@ -300,7 +300,6 @@ def build_views(
     prepare_dagster_home()
     from dagster import AssetKey, DagsterInstance
 
-    warnings.filterwarnings("ignore", module="dagster")
     defs = load_definitions()
     from assets.dbt import feature_view_asset_key
     from jobs import build_views_selection

@@ -19,17 +19,6 @@ from skewless.registry import FeatureView
 from skewless.validation import validated_rows
 
 
-def rows_for(
-    view: FeatureView,
-    rows: pd.DataFrame | Sequence[Mapping[str, object]],
-    *,
-    now: datetime | None = None,
-) -> list[tuple]:
-    """Rows as the writer takes them (keys, feature_ts, created_at, features in view order),
-    every one validated first; raises DataError naming the first bad row, column and problem."""
-    return validated_rows(view, rows, now=now, source="push")
-
-
 def push(
     client: redis.Redis,
     namespace: str,

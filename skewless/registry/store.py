@@ -20,7 +20,6 @@ from skewless.registry.model import FeatureView, same_type
 
 LOCK = "select pg_advisory_xact_lock(hashtext('skewless.registry'))"
 """Held by every transaction that writes the registry: publishes happen one at a time."""
-_LOCK = LOCK
 
 
 class SchemaChanged(DefinitionError):
@@ -30,7 +29,7 @@ class SchemaChanged(DefinitionError):
 def ensure_tables(conn: psycopg.Connection) -> None:
     ddl = resources.files("skewless.registry").joinpath("registry.sql").read_text()
     with conn.transaction():
-        conn.execute(_LOCK)
+        conn.execute(LOCK)
         conn.execute(ddl)
 
 
@@ -145,7 +144,7 @@ def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
     Registry rows only: readers serve what skewless.publish.apply publishes, which calls this."""
     ensure_tables(conn)
     with conn.transaction():
-        conn.execute(_LOCK)
+        conn.execute(LOCK)
         check_versions(conn, registry)
         for view in registry.views.values():
             conn.execute(

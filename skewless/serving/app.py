@@ -48,7 +48,6 @@ from skewless.serving.store import PROBE_INTERVAL, OnlineStore, redis_client
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_ENTITIES",
-    "ReloadingRegistry",
     "ServingApp",
     "describe_registry",
     "from_environment",
@@ -64,7 +63,6 @@ MAX_ENTITIES = 10_000
 """Most entity rows in one request (413 above): bounds one request's Redis reads and memory."""
 MAX_BODY_ENV = "SKEWLESS_SERVING_MAX_BODY_BYTES"
 MAX_ENTITIES_ENV = "SKEWLESS_SERVING_MAX_ENTITIES"
-REGISTRY_RECHECK_SECONDS = 1.0
 SLICE_ENTITIES = 500
 """Entity rows read (one Redis round trip) and encoded between two yields to the event loop:
 about 3 ms of CPU at 10 features."""
@@ -80,26 +78,6 @@ Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 Columns = tuple[dict[str, list], dict[str, list[str]]]
-
-
-class ReloadingRegistry:
-    """`load_registry()` checked at most once a second; a failed reload keeps the last good one,
-    so a manifest being rewritten by `dbt parse` never fails requests."""
-
-    def __init__(self, load: Callable[[], Registry]):
-        self._load = load
-        self._registry = load()
-        self._checked = time.monotonic()
-
-    def __call__(self) -> Registry:
-        now = time.monotonic()
-        if now - self._checked >= REGISTRY_RECHECK_SECONDS:
-            self._checked = now
-            try:
-                self._registry = self._load()
-            except Exception:
-                log.exception("reloading the registry failed; serving the previous definitions")
-        return self._registry
 
 
 class ServingApp:
