@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from skewless.errors import DefinitionError
+from skewless.registry.manifest import meta_of
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _EVENT_TIME = ("actual_dep_ts", "event_ts", "time_hour", "observed_at")
@@ -122,7 +123,7 @@ def new_view(
 
 def _source_view(manifest: Mapping[str, Any], name: str) -> bool:
     for props in manifest.get("sources", {}).values():
-        meta = (props.get("config") or {}).get("meta") or props.get("meta") or {}
+        meta = meta_of(props)
         if "skewless" in meta and (meta["skewless"].get("view") or props["name"]) == name:
             return True
     return False

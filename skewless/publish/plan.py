@@ -12,6 +12,7 @@ table without the index the as-of join needs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import psycopg
@@ -68,7 +69,7 @@ class Plan:
         """What apply would publish (additions, changes, retirements), refusals aside."""
         return [c for c in self.changes if c.action in (ADD, CHANGE, RETIRE, RESTORE)]
 
-    @property
+    @cached_property
     def differs(self) -> bool:
         """Whether the working copy differs from what readers are served."""
         if self.published is None:

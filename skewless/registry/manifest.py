@@ -28,7 +28,8 @@ _REF = re.compile(
 )
 
 
-def _meta(props: Mapping[str, Any]) -> Mapping[str, Any]:
+def meta_of(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A dbt node's meta: under `config` (dbt 1.10+) or at the top level."""
     return (props.get("config") or {}).get("meta") or props.get("meta") or {}
 
 
@@ -85,7 +86,7 @@ def _view(props: Mapping[str, Any], meta: Mapping[str, Any], *, external: bool) 
             col_name,
             col["data_type"].lower(),
             col.get("description", ""),
-            _column_meta(col).get("default"),
+            _columnmeta_of(col).get("default"),
             **_quality(col_name, col, where),
         )
         for col_name, col in columns.items()
@@ -131,7 +132,7 @@ def _view(props: Mapping[str, Any], meta: Mapping[str, Any], *, external: bool) 
     )
 
 
-def _column_meta(column: Mapping[str, Any]) -> Mapping[str, Any]:
+def _columnmeta_of(column: Mapping[str, Any]) -> Mapping[str, Any]:
     """A column's `meta.skewless` (dbt keeps column meta under `meta` or `config.meta`)."""
     meta = column.get("meta") or (column.get("config") or {}).get("meta") or {}
     return meta.get("skewless") or {}
@@ -139,7 +140,7 @@ def _column_meta(column: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _quality(name: str, column: Mapping[str, Any], where: str) -> dict[str, Any]:
     """A column's declared range (`range: [min, max]`, null for an open end) and `max_null_rate`."""
-    meta = _column_meta(column)
+    meta = _columnmeta_of(column)
     out: dict[str, Any] = {}
     bounds = meta.get("range")
     if bounds is not None:
@@ -174,7 +175,7 @@ def _expectations(
     """
     declared: list[tuple[str, Any]] = [("", e) for e in meta.get("expectations") or ()]
     for name, column in columns.items():
-        declared += [(name, e) for e in _column_meta(column).get("expectations") or ()]
+        declared += [(name, e) for e in _columnmeta_of(column).get("expectations") or ()]
     found = []
     for column, entry in declared:
         place = f"{where}: " + (f"column {column}: " if column else "") + "expectation"
@@ -218,12 +219,12 @@ def _upstream(manifest: Mapping[str, Any], unique_id: str) -> tuple[str, ...]:
 def views_from_manifest(manifest: Mapping[str, Any]) -> list[FeatureView]:
     views = []
     for uid, props in manifest.get("nodes", {}).items():
-        meta = _meta(props).get("skewless")
+        meta = meta_of(props).get("skewless")
         if props.get("resource_type") == "model" and meta is not None:
             view = _view(props, meta, external=False)
             views.append(_with_upstream(view, manifest, uid))
     for props in manifest.get("sources", {}).values():
-        meta = _meta(props).get("skewless")
+        meta = meta_of(props).get("skewless")
         if meta is not None:
             views.append(_view(props, meta, external=True))
     seen: dict[str, FeatureView] = {}
@@ -248,7 +249,7 @@ def services_from_manifest(
 ) -> list[FeatureService]:
     services = []
     for props in manifest.get("exposures", {}).values():
-        meta = _meta(props).get("skewless")
+        meta = meta_of(props).get("skewless")
         if meta is None:
             continue
         name = props["name"]
