@@ -14,13 +14,13 @@ import re
 import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from datetime import time as day_start
 from pathlib import Path
 
 from skewless import clock
 from skewless.errors import SkewlessError
 from skewless.ingest import nycflights
 from skewless.landing.manifest import write_manifest
+from skewless.landing.validate import day_end
 from skewless.landing.zone import TABLES, landing_dir, waiting_path
 
 _PACE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
@@ -72,9 +72,7 @@ def replay(
     day = first
     while day <= last:
         started = time.monotonic()
-        now = clock.advance_replay_clock(
-            datetime.combine(day + timedelta(days=1), day_start(), clock.NEW_YORK)
-        )
+        now = clock.advance_replay_clock(day_end(day))
         for table in TABLES:
             drop_day(table, day, root)
             written += 1

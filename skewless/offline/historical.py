@@ -134,11 +134,7 @@ def _check_frame(
 ) -> pd.Series:
     """The spine's key and time columns checked; returns its timestamps, tz-aware."""
     entity_df = spine.frame
-    try:
-        present = timestamp_column in spine.columns
-    except TypeError:  # unhashable
-        present = False
-    if not present:
+    if timestamp_column not in spine.columns:
         raise DataError(
             f"entity_df has no timestamp column {timestamp_column!r} (columns: {', '.join(map(str, spine.columns))}); "
             "pass timestamp_column="
@@ -232,11 +228,8 @@ def _binary_keys(entity_df: pd.DataFrame, keys: dict[str, str]) -> dict[str, np.
             return None
         if column.hasnans:
             return None
-        values = column.to_numpy(dtype="int64")
-        bounds = np.iinfo(np.dtype(fmt))
-        if len(values) and (values.min() < bounds.min or values.max() > bounds.max):
-            return None
-        out[key] = values
+        # in the key type's range: _check_frame refused the others (_key_problem)
+        out[key] = column.to_numpy(dtype="int64")
     return out
 
 

@@ -111,13 +111,7 @@ def reset_watermark(
     client.delete(watermark.marker_key(namespace, view.versioned_name))
     if conn is None:
         return
-    watermark.ensure_table(conn)
-    with conn.transaction():
-        conn.execute(
-            "delete from features.online_watermarks"
-            " where view = %s and version = %s and namespace = %s",
-            (view.name, view.version, namespace),
-        )
+    watermark.forget(conn, view.name, view.version, namespace)
 
 
 def purge_newer(

@@ -127,6 +127,17 @@ def save(
         )
 
 
+def forget(conn: psycopg.Connection, view: str, version: int, namespace: str) -> None:
+    """Drop the view's watermark row: its next run is a full refresh."""
+    ensure_table(conn)
+    with conn.transaction():
+        conn.execute(
+            "delete from features.online_watermarks"
+            " where view = %s and version = %s and namespace = %s",
+            (view, version, namespace),
+        )
+
+
 def redis_watermark(client: redis.Redis, namespace: str, versioned_view: str) -> str | None:
     """The watermark the marker records (ISO text), or None when Redis has no marker."""
     raw = client.get(marker_key(namespace, versioned_view))
