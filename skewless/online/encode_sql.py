@@ -14,7 +14,7 @@ from psycopg import sql
 
 from skewless.errors import DefinitionError
 from skewless.online.codec import OFFSET_US, lifetime, span_us
-from skewless.online.latest import latest_rows, latest_versions
+from skewless.online.latest import key_list, latest_rows, latest_versions, version_columns
 from skewless.registry import FeatureView
 from skewless.registry.model import normal_type
 
@@ -227,12 +227,6 @@ def encoded_latest_sql(
     return query, _params(view, namespace, as_of, project_now, wall_shift_ms)
 
 
-def version_columns(view: FeatureView) -> sql.Composable:
-    return sql.SQL(", ").join(
-        sql.Identifier(c) for c in (*view.entity, view.ts_column, view.created_column)
-    )
-
-
 def record_published_sql(
     view: FeatureView, namespace: str, *, published: sql.Composable, project_now: datetime
 ) -> tuple[sql.Composed, dict]:
@@ -244,7 +238,7 @@ def record_published_sql(
     """
     latest, kept = _latest_to_send(view, None, published)
     columns = version_columns(view)
-    keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
+    keys = key_list(view)
     query = sql.SQL(
         "with latest as ({latest})"
         " insert into {p} ({columns}) select {columns} from latest {kept}"

@@ -33,7 +33,8 @@ import redis
 from psycopg import sql
 
 from skewless.online import codec
-from skewless.online.encode_sql import published_snapshot_sql, version_columns
+from skewless.online.encode_sql import published_snapshot_sql
+from skewless.online.latest import key_list, version_columns
 from skewless.registry import FeatureView
 
 _DDL = """
@@ -212,7 +213,7 @@ def ensure_published(conn: psycopg.Connection, view: FeatureView, namespace: str
             )
             conn.execute(
                 sql.SQL("alter table {t} add primary key ({keys})").format(
-                    t=table, keys=_keys(view)
+                    t=table, keys=key_list(view)
                 )
             )
             _comment(conn, table, identity)
@@ -242,17 +243,13 @@ def swap_published(
     conn.execute(sql.SQL("drop table if exists {}").format(table))
     conn.execute(sql.SQL("alter table {} rename to {}").format(fresh, sql.Identifier(name)))
     conn.execute(
-        sql.SQL("alter table {t} add primary key ({keys})").format(t=table, keys=_keys(view))
+        sql.SQL("alter table {t} add primary key ({keys})").format(t=table, keys=key_list(view))
     )
     _comment(conn, table, _identity(view, namespace))
 
 
 def _comment(conn: psycopg.Connection, table: sql.Identifier, identity: str) -> None:
     conn.execute(sql.SQL("comment on table {} is {}").format(table, sql.Literal(identity)))
-
-
-def _keys(view: FeatureView) -> sql.Composable:
-    return sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
 
 
 def published_count(conn: psycopg.Connection, view: FeatureView, namespace: str) -> int:
