@@ -209,15 +209,22 @@ def latest_generation(conn: psycopg.Connection) -> int | None:
     return row[0]
 
 
+def _newest(conn: psycopg.Connection, columns: str) -> tuple | None:
+    """`columns` of the last publish's row, or None when nothing was ever published."""
+    exists = conn.execute("select to_regclass('features.published_manifest') is not null")
+    if not exists.fetchone()[0]:
+        return None
+    return conn.execute(
+        f"select {columns} from features.published_manifest order by generation desc limit 1"
+    ).fetchone()
+
+
 def load(conn: psycopg.Connection) -> tuple[int, Registry]:
     """(generation, registry) of the last publish; NothingPublished when there is none."""
-    if latest_generation(conn) is None:
+    row = _newest(conn, "generation, registry")
+    if row is None:
         raise NothingPublished()
-    generation, document = conn.execute(
-        "select generation, registry from features.published_manifest"
-        " order by generation desc limit 1"
-    ).fetchone()
-    return generation, from_document(document)
+    return row[0], from_document(row[1])
 
 
 def load_or_none(conn: psycopg.Connection) -> tuple[int, Registry] | None:
@@ -229,15 +236,9 @@ def load_or_none(conn: psycopg.Connection) -> tuple[int, Registry] | None:
 
 def last_publish(conn: psycopg.Connection) -> dict[str, Any] | None:
     """When and by whom the last publish was made, and its definitions hash."""
-    if latest_generation(conn) is None:
-        return None
-    row = conn.execute(
-        "select generation, published_at, published_by, definitions from features.published_manifest"
-        " order by generation desc limit 1"
-    ).fetchone()
-    return dict(
-        zip(("generation", "published_at", "published_by", "definitions"), row, strict=True)
-    )
+    names = ("generation", "published_at", "published_by", "definitions")
+    row = _newest(conn, ", ".join(names))
+    return None if row is None else dict(zip(names, row, strict=True))
 
 
 def write(conn: psycopg.Connection, registry: Registry, published_by: str) -> int:
