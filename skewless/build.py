@@ -22,6 +22,7 @@ from skewless.ingest.nycflights import DAILY
 from skewless.ingest.raw import DIMENSIONS
 from skewless.progress import log
 from skewless.registry import FeatureView, Registry
+from skewless.registry.discovery import relation_exists
 
 
 def select_views(
@@ -53,9 +54,8 @@ def empty_raw_tables(conn: psycopg.Connection, tables: list[str]) -> list[str]:
     """The raw tables among `tables` that are missing or hold no row."""
     empty = []
     for table in tables:
-        exists = conn.execute("select to_regclass(%s) is not null", (f"raw.{table}",)).fetchone()
         has_rows = (
-            exists[0]
+            relation_exists(conn, f"raw.{table}")
             and conn.execute(
                 sql.SQL("select exists (select 1 from {})").format(sql.Identifier("raw", table))
             ).fetchone()[0]
@@ -144,7 +144,7 @@ def build(names: list[str], services: list[str] = ()) -> BuildReport:
     with psycopg.connect(servers().postgres_url) as conn:
         for view in views:
             rows = None
-            if conn.execute("select to_regclass(%s) is not null", (view.relation,)).fetchone()[0]:
+            if relation_exists(conn, view.relation):
                 rows = conn.execute(
                     sql.SQL("select count(*) from {}").format(
                         sql.Identifier(view.schema, view.table)

@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 
 from skewless.registry import FeatureService, FeatureView, Registry, store
+from skewless.registry.discovery import relation_exists
 from skewless.registry.published import definitions_hash, last_publish, load_or_none, view_document
 
 ADD, CHANGE, RETIRE, RESTORE, REFUSE, WARN = "add", "change", "retire", "restore", "refuse", "warn"
@@ -128,7 +129,7 @@ def plan(conn: psycopg.Connection, working: Registry) -> Plan:
         meta.get("published_at"),
         meta.get("published_by"),
     )
-    registered = _table_exists(conn, "features.registry")
+    registered = relation_exists(conn, "features.registry")
     changed_schema = store.schema_changes(conn, working) if registered else {}
     retired = store.retired_versions(conn) if registered else set()
     before = published.views if published else {}
@@ -267,10 +268,6 @@ def _leakage_tests(result: Plan, working: Registry) -> None:
             )
 
 
-def _table_exists(conn: psycopg.Connection, relation: str) -> bool:
-    return conn.execute("select to_regclass(%s) is not null", (relation,)).fetchone()[0]
-
-
 _INDEXES = """
 select array_agg(a.attname::text order by k.ord)
 from pg_index i
@@ -303,7 +300,7 @@ def _indexes(result: Plan, conn: psycopg.Connection, working: Registry) -> None:
         if view.kind != "external":
             continue
         subject = f"external view {view.versioned_name}"
-        if not _table_exists(conn, view.relation):
+        if not relation_exists(conn, view.relation):
             result.changes.append(
                 Change(
                     WARN,

@@ -86,7 +86,7 @@ def describe(conn: psycopg.Connection, name: str) -> dict[str, Any]:
 
 def _newest(conn: psycopg.Connection, entry: dict[str, Any]) -> tuple:
     """The data's own times: newest event time and newest processing time in the table."""
-    if not _relation_exists(conn, entry["relation"]):
+    if not relation_exists(conn, entry["relation"]):
         return None, None
     schema, table = entry["relation"].split(".", 1)
     query = sql.SQL("select max({}), max({}) from {}").format(
@@ -97,7 +97,8 @@ def _newest(conn: psycopg.Connection, entry: dict[str, Any]) -> tuple:
     return conn.execute(query).fetchone()
 
 
-def _relation_exists(conn: psycopg.Connection, relation: str) -> bool:
+def relation_exists(conn: psycopg.Connection, relation: str) -> bool:
+    """Whether a table or view of that (schema-qualified) name exists."""
     return conn.execute("select to_regclass(%s) is not null", (relation,)).fetchone()[0]
 
 
