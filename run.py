@@ -177,6 +177,16 @@ def ensure_env() -> Path:
     venv = venv_dir()
     python = venv / "bin" / "python"
     wanted_version = tuple(sys.version_info[:2])
+    stamp = venv / STAMP_NAME
+    wanted = hashlib.sha256(
+        LOCK.read_bytes()
+        + (ROOT / "pyproject.toml").read_bytes()
+        + sys.version.encode()
+        + str(ROOT).encode()
+    ).hexdigest()
+    # the stamp names this Python's version: a match needs no second interpreter to ask the venv's
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
     with LOCK.open("rb") as guard:  # one install at a time, whatever runs run.py in parallel
         fcntl.flock(guard, fcntl.LOCK_EX)
         have = _venv_version(python) if python.exists() else None
@@ -187,13 +197,6 @@ def ensure_env() -> Path:
                 " recreating it (SKEWLESS_VENV=<folder> keeps a venv per Python)"
             )
             shutil.rmtree(venv)
-        stamp = venv / STAMP_NAME
-        wanted = hashlib.sha256(
-            LOCK.read_bytes()
-            + (ROOT / "pyproject.toml").read_bytes()
-            + sys.version.encode()
-            + str(ROOT).encode()
-        ).hexdigest()
         if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
             _install(venv, python)
             stamp.write_text(wanted)

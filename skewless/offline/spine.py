@@ -38,7 +38,6 @@ class Spine:
     frame: pd.DataFrame
     columns: list
     polars: object | None = None
-    path: Path | None = None
 
 
 def _polars_frame_types() -> tuple[type, ...]:
@@ -77,7 +76,7 @@ def load(entity_df, kind: str, needed: list[str]) -> Spine:
     if kind == PARQUET:
         path = Path(entity_df)
         frame = arrow_to_pandas(_read_parquet(path))
-        return Spine(PARQUET, frame, list(frame.columns), path=path)
+        return Spine(PARQUET, frame, list(frame.columns))
     import polars as pl
 
     if isinstance(entity_df, pl.LazyFrame):
