@@ -55,7 +55,7 @@ def drift_check_name(versioned_name: str) -> str:
     group_name=MONITORING,
     kinds={"postgres", "python"},
     deps=[
-        *(feature_view_asset_key(name) for name in REGISTRY.views),
+        *(feature_view_asset_key(name) for name in REGISTRY.table_views),
         AssetKey(["training", "delay_training"]),
     ],
     check_specs=[
@@ -64,7 +64,7 @@ def drift_check_name(versioned_name: str) -> str:
             asset=FEATURE_DRIFT_KEY,
             description=f"No feature of {name} drifted past the thresholds since training.",
         )
-        for name in REGISTRY.views
+        for name in REGISTRY.table_views
     ],
     automation_condition=AutomationCondition.eager(),
     description=(
@@ -90,7 +90,7 @@ def feature_drift(context: AssetExecutionContext, config: DriftConfig, postgres:
                 "feature drift: no reference window; training.delay_training is missing or empty "
                 "(build it, or set reference_start and reference_end in the run config)"
             )
-        for name, view in REGISTRY.views.items():
+        for name, view in REGISTRY.table_views.items():
             windows = drift.windows_for(conn, view, reference, config.latest_days)
             measured[name] = (
                 drift.view_drift(conn, view, windows, thresholds) if windows is not None else []

@@ -90,4 +90,4 @@ def online_asset(view: FeatureView) -> AssetsDefinition:
     return _publish
 
 
-online_assets = [online_asset(view) for view in REGISTRY.views.values()]
+online_assets = [online_asset(view) for view in REGISTRY.table_views.values()]

@@ -70,7 +70,7 @@ def data_freshness_check(view: FeatureView) -> AssetChecksDefinition:
     return _check
 
 
-data_freshness_checks = [data_freshness_check(view) for view in REGISTRY.views.values()]
+data_freshness_checks = [data_freshness_check(view) for view in REGISTRY.table_views.values()]
 
 # Dagster marks these checks superseded by `FreshnessPolicy`, which needs its freshness daemon
 # switched on and yields no asset-check events the sensors and tests here act on: kept on
@@ -79,7 +79,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", SupersessionWarning)
     materialization_freshness_checks = [
         check
-        for view in REGISTRY.views.values()
+        for view in REGISTRY.table_views.values()
         for check in build_last_update_freshness_checks(
             assets=[
                 feature_view_asset_key(view.versioned_name),

@@ -306,7 +306,7 @@ def summarize(last: date) -> None:
         "and keys in Redis (each entity's newest value, while within the view's TTL):"
     )
     with psycopg.connect(svc.postgres_url) as conn:
-        for view in registry.views.values():
+        for view in registry.table_views.values():
             count = count_view(conn, client, namespace, view, clock)
             note = explain_count(count)
             print(
@@ -371,7 +371,7 @@ def red_in_ui(conn: psycopg.Connection, registry: Registry, drift_failing: list[
             "Drift never blocks serving."
         )
     late = []
-    for view in registry.views.values():
+    for view in registry.table_views.values():
         report = check_data_freshness(conn, view)
         if not report.passed and report.newest is not None:
             late.append((view, report))

@@ -27,6 +27,7 @@ from skewless.online.reader import OnlineResult, get_online_features
 from skewless.online.writer import WriteResult
 from skewless.registry import Registry
 from skewless.registry.published import PublishedRegistry
+from skewless.streams.ingest import IngestResult
 
 if TYPE_CHECKING:
     import polars as pl
@@ -148,3 +149,28 @@ class FeatureStore:
         training sets see them too.
         """
         return push(self.redis, self.namespace, self.registry.view(view), rows, now=now)
+
+    def push_events(
+        self,
+        stream: str,
+        rows: pd.DataFrame | Sequence[Mapping[str, object]],
+        *,
+        now: datetime | None = None,
+    ) -> IngestResult:
+        """Events of `stream` into both stores: its offline table (one row per event id, stamped
+        `created_at = now`) and the online state of every aggregated view it feeds.
+
+        Every event is checked first (`skewless.streams.validate`: keys, event id, an event time
+        with a time zone not after `now`, typed payload); one bad event raises DataError naming
+        its row and column, and nothing is written. Sending a batch again changes nothing.
+        `now` defaults to the project clock."""
+        from skewless import clock
+        from skewless.streams.ingest import ingest
+        from skewless.streams.validate import validated_events
+
+        registry = self.registry
+        spec = registry.stream(stream)
+        moment = clock.now() if now is None else now
+        events = validated_events(spec, rows, moment)
+        with psycopg.connect(self.postgres_url, autocommit=True) as conn:
+            return ingest(conn, self.redis, self.namespace, registry, spec, events, moment)

@@ -40,3 +40,26 @@ class FastRedis(redis.Redis):
             conn.disconnect()
             conn.send_packed_command(packed, check_health=False)
             return conn.read_response()
+
+    def batch(self, commands: list[tuple]) -> list:
+        """Several commands in one round trip on this thread's connection, their replies in order
+        (a read that mixes plain views with aggregated ones: MGET, ZRANGEBYSCORE, GET)."""
+        conn = getattr(self._own, "conn", None)
+        if conn is None:
+            conn = self._own.conn = self.connection_pool.get_connection()
+        packed = conn.pack_commands(commands)
+        try:
+            conn.send_packed_command(packed, check_health=False)
+        except redis.ConnectionError:
+            conn.disconnect()
+            conn.send_packed_command(packed, check_health=False)
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as err:
+                replies.append(err)
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return replies

@@ -32,6 +32,8 @@ from skewless.online.codec import HEADER
 from skewless.online.keys import entity_tag
 from skewless.online.watermark import marker_key
 from skewless.registry import FeatureView, Registry
+from skewless.streams.arithmetic import Compiled
+from skewless.streams.state import decode, progress_key
 
 PRESENT, MISSING, STALE = "present", "missing", "stale"
 
@@ -65,6 +67,12 @@ class _Plan:
     sla_us: tuple[int | None, ...]
     """Per view: the freshness SLA, whose marker is then fetched with the values; else None."""
     nulls: tuple[tuple[None, ...], ...]
+    compiled: tuple[Compiled | None, ...] = ()
+    """Per view: an aggregated view's features, prepared (skewless.streams); None for the others."""
+
+    @property
+    def has_aggregates(self) -> bool:
+        return any(c is not None for c in self.compiled)
 
 
 def _plan(registry: Registry, features: Sequence[str] | None, feature_service: str | None) -> _Plan:
@@ -93,6 +101,9 @@ def _plan(registry: Registry, features: Sequence[str] | None, feature_service: s
             ttl_us=tuple(codec.span_us(v.ttl) for v in views.values()),
             sla_us=tuple(codec.span_us(v.freshness_sla) for v in views.values()),
             nulls=tuple((None,) * len(v.features) for v in views.values()),
+            compiled=tuple(
+                Compiled(v.aggregation) if v.aggregation else None for v in views.values()
+            ),
         )
         cache[cache_key] = plan
     return plan
@@ -127,6 +138,8 @@ def get_online_features(
     `feature_service` (its pinned features; columns named as the service names them).
     """
     plan = _plan(registry, features, feature_service)
+    if plan.has_aggregates:
+        return _with_aggregates(client, plan, namespace, entity_rows, now, feature_service)
     views = plan.views
     prefix = f"{namespace}:{{"
     keys: list[str] = []
@@ -187,6 +200,132 @@ def get_online_features(
             columns[name] = [c[position] for c in cells[view_at::n_views]]
             statuses[name] = states[view_at::n_views]
     return OnlineResult(columns, statuses)
+
+
+def _with_aggregates(
+    client: redis.Redis,
+    plan: _Plan,
+    namespace: str,
+    entity_rows: Sequence[Mapping[str, object]],
+    now: datetime | None,
+    feature_service: str | None,
+) -> OnlineResult:
+    """A read that includes aggregated views: still one round trip (MGET of the plain views'
+    values, one ZRANGEBYSCORE per aggregated entity, the streams' progress marks), then each
+    aggregated view's features evaluated at `now` over its window's events."""
+    views = plan.views
+    n_views = len(views)
+    prefix = f"{namespace}:{{"
+    moment = now or clock.now()
+    now_us = codec.micros(moment)
+    plain: list[str] = []
+    commands: list[tuple] = [("MGET",)]
+    for i, row in enumerate(entity_rows):
+        for view, suffix, compiled in zip(views, plan.suffixes, plan.compiled, strict=True):
+            try:
+                values = [row[k] for k in view.entity]
+            except (KeyError, TypeError):
+                _bad_row(i, row, view)
+            key = prefix + entity_tag(values) + suffix
+            if compiled is None:
+                plain.append(key)
+            else:
+                low = now_us - compiled.aggregation.longest_us
+                commands.append(("ZRANGEBYSCORE", key, f"({low}", now_us))
+    markers = [
+        marker_key(namespace, v.versioned_name)
+        for v, sla, c in zip(views, plan.sla_us, plan.compiled, strict=True)
+        if sla is not None and c is None
+    ]
+    streams = sorted(
+        {
+            c.aggregation.stream.name
+            for c, v in zip(plan.compiled, views, strict=True)
+            if c and v.ttl
+        }
+    )
+    commands += [("GET", progress_key(namespace, s)) for s in streams]
+    if plain or markers:
+        commands[0] = ("MGET", *plain, *markers)
+        replies = _batch(client, commands)
+        raw = replies[0]
+    else:
+        replies = [None, *_batch(client, commands[1:])]
+        raw = []
+    progress = dict(zip(streams, replies[len(replies) - len(streams) :], strict=True))
+    moment_us = now_us + codec.OFFSET_US
+    newest = b"%016x" % moment_us
+    limits = []
+    marker_at = len(plain)
+    for ttl, sla, compiled in zip(plan.ttl_us, plan.sla_us, plan.compiled, strict=True):
+        limit = b"" if ttl is None else b"%016x" % (moment_us - ttl)
+        if sla is not None and compiled is None:
+            marker = raw[marker_at]
+            marker_at += 1
+            if marker is not None and marker[:16] < b"%016x" % (moment_us - sla):
+                limit = b"g"
+        limits.append(limit)
+    cells: list = []
+    states: list[list[str]] = []
+    plain_at, agg_at = 0, 1
+    for at in range(len(entity_rows) * n_views):
+        i = at % n_views
+        compiled = plan.compiled[i]
+        if compiled is None:
+            value = raw[plain_at]
+            plain_at += 1
+            n = len(views[i].features)
+            if value is None or value[:16] > newest:
+                cells.append(plan.nulls[i])
+                states.append([MISSING] * n)
+            elif value[:16] >= limits[i]:
+                cells.append(unpackb(value[HEADER:]))
+                states.append([PRESENT] * n)
+            else:
+                got, state = _stale(value, views[i], entity_rows[at // n_views])
+                cells.append(got if got is not None else plan.nulls[i])
+                states.append([state] * n)
+            continue
+        members = replies[agg_at]
+        agg_at += 1
+        view = views[i]
+        values = compiled.values(decode(members) if members else [], now_us)
+        if view.ttl is not None and _behind(
+            progress.get(compiled.aggregation.stream.name), now_us, plan.ttl_us[i]
+        ):
+            if view.stale_policy == "error":
+                keys = {k: entity_rows[at // n_views].get(k) for k in view.entity}
+                raise StaleValueError(
+                    f"{view.versioned_name} value for {keys} is stale (stream "
+                    f"{compiled.aggregation.stream.name} is behind by more than its TTL) and the "
+                    "view's stale_policy is 'error'"
+                )
+            cells.append(plan.nulls[i])
+            states.append([STALE] * len(values))
+            continue
+        cells.append(values)
+        states.append([MISSING if v is None else PRESENT for v in values])
+    columns: dict[str, list] = {k: [row.get(k) for row in entity_rows] for k in plan.entity_columns}
+    statuses: dict[str, list[str]] = {}
+    for name, view_at, position in plan.wanted:
+        columns[name] = [c[position] for c in cells[view_at::n_views]]
+        statuses[name] = [s[position] for s in states[view_at::n_views]]
+    return OnlineResult(columns, statuses)
+
+
+def _behind(mark: bytes | None, now_us: int, ttl_us: int | None) -> bool:
+    """The stream's writers were last caught up before `now - ttl` (or never): values are stale."""
+    return ttl_us is not None and (mark is None or int(mark) < now_us - ttl_us)
+
+
+def _batch(client: redis.Redis, commands: list[tuple]) -> list:
+    batch = getattr(client, "batch", None)
+    if batch is not None:
+        return batch(commands)
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return pipe.execute()
 
 
 def _bad_row(i: int, row: object, view: FeatureView) -> NoReturn:

@@ -20,6 +20,8 @@ from skewless.offline import asof_function
 from skewless.publish.plan import Plan, plan
 from skewless.publish.retire import delete_online_keys
 from skewless.registry import Registry, published, store
+from skewless.streams import events as event_tables
+from skewless.streams import offline_sql
 
 
 @dataclass
@@ -79,6 +81,9 @@ def apply(
         for view in working.views.values():
             if view.kind == "external":  # dbt makes the functions of the views it builds
                 asof_function.create(conn, view)
+            elif view.aggregation is not None:  # the event table, its index, the function
+                event_tables.ensure_table(conn, view.aggregation.stream)
+                offline_sql.create(conn, view)
         for view in the_plan.restore:
             store.restore(conn, view)
         for view in the_plan.retire:

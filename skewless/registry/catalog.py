@@ -9,8 +9,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from skewless.errors import DataError, DefinitionError
-from skewless.registry.manifest import services_from_manifest, test_names, views_from_manifest
+from skewless.registry.manifest import (
+    services_from_manifest,
+    streams_from_manifest,
+    test_names,
+    views_from_manifest,
+)
 from skewless.registry.model import FeatureService, FeatureView, ServiceFeature
+from skewless.streams.model import Stream
 
 
 class Registry:
@@ -19,8 +25,10 @@ class Registry:
         views: list[FeatureView],
         services: list[FeatureService] | None = None,
         tests: frozenset[str] = frozenset(),
+        streams: list[Stream] | None = None,
     ):
         self.views = {v.versioned_name: v for v in sorted(views, key=lambda v: v.versioned_name)}
+        self.streams = {s.name: s for s in sorted(streams or [], key=lambda s: s.name)}
         self.latest: dict[str, FeatureView] = {}
         for view in self.views.values():
             if view.name not in self.latest or view.version > self.latest[view.name].version:
@@ -42,7 +50,23 @@ class Registry:
         manifest = json.loads(path.read_text())
         views = views_from_manifest(manifest)
         services = services_from_manifest(manifest, {v.versioned_name: v for v in views})
-        return cls(views, services, test_names(manifest))
+        return cls(views, services, test_names(manifest), streams_from_manifest(manifest))
+
+    @property
+    def table_views(self) -> dict[str, FeatureView]:
+        """Views backed by a feature table (dbt-built or external): the batch path's views."""
+        return {n: v for n, v in self.views.items() if not v.is_aggregate}
+
+    @property
+    def aggregates(self) -> dict[str, FeatureView]:
+        """Aggregated views: windowed aggregations of a stream (skewless.streams)."""
+        return {n: v for n, v in self.views.items() if v.is_aggregate}
+
+    def stream(self, name: str) -> Stream:
+        if name not in self.streams:
+            known = ", ".join(sorted(self.streams)) or "none declared"
+            raise DefinitionError(f"unknown stream {name!r}; known: {known}{self._hint()}")
+        return self.streams[name]
 
     def view(self, name: str) -> FeatureView:
         """`carrier_delay_stats` (its latest version) or `carrier_delay_stats_v1` (that version)."""

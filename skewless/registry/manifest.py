@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from skewless.durations import parse_duration
@@ -20,6 +21,21 @@ from skewless.registry.model import (
     FeatureService,
     FeatureView,
     ServiceFeature,
+    normal_type,
+)
+from skewless.streams.model import (
+    CREATED as STREAM_CREATED,
+)
+from skewless.streams.model import (
+    FUNCTIONS,
+    INTEGER_TYPES,
+    NUMERIC_TYPES,
+    STREAM_TYPES,
+    AggFeature,
+    Aggregation,
+    Stream,
+    output_type,
+    parse_conditions,
 )
 
 _STALE_POLICIES = ("null", "default", "error")
@@ -223,9 +239,14 @@ def views_from_manifest(manifest: Mapping[str, Any]) -> list[FeatureView]:
         if props.get("resource_type") == "model" and meta is not None:
             view = _view(props, meta, external=False)
             views.append(_with_upstream(view, manifest, uid))
+    streams = {s.name: s for s in streams_from_manifest(manifest)}
     for props in manifest.get("sources", {}).values():
         meta = meta_of(props).get("skewless")
-        if meta is not None:
+        if meta is None or "stream" in meta:
+            continue
+        if "aggregate" in meta:
+            views.append(_aggregate_view(props, meta, streams))
+        else:
             views.append(_view(props, meta, external=True))
     seen: dict[str, FeatureView] = {}
     for view in views:
@@ -306,4 +327,218 @@ def test_names(manifest: Mapping[str, Any]) -> frozenset[str]:
         props["name"]
         for props in manifest.get("nodes", {}).values()
         if props.get("resource_type") == "test"
+    )
+
+
+# -- streams and aggregated views (skewless.streams) ---------------------------------------------
+
+
+def streams_from_manifest(manifest: Mapping[str, Any]) -> list[Stream]:
+    """Sources with `meta.skewless.stream`: event streams and their offline tables."""
+    found: dict[str, Stream] = {}
+    for props in manifest.get("sources", {}).values():
+        meta = (meta_of(props).get("skewless") or {}).get("stream")
+        if meta is None:
+            continue
+        stream = _stream(props, meta)
+        if stream.name in found:
+            raise DefinitionError(
+                f"stream {stream.name} is declared twice: {found[stream.name].unique_id} and "
+                f"{stream.unique_id}"
+            )
+        found[stream.name] = stream
+    return list(found.values())
+
+
+def _stream(props: Mapping[str, Any], meta: Mapping[str, Any]) -> Stream:
+    name = props["name"]
+    where = _where("stream", name, props)
+    if not isinstance(meta, Mapping):
+        raise DefinitionError(f"{where}: meta.skewless.stream is not a mapping")
+    columns: Mapping[str, Mapping[str, Any]] = props.get("columns") or {}
+    untyped = [c for c, col in columns.items() if not col.get("data_type")]
+    if untyped:
+        raise DefinitionError(f"{where}: column(s) {', '.join(untyped)} declare no data_type")
+    keys = meta.get("keys")
+    if isinstance(keys, str):
+        keys = [keys]
+    if not keys:
+        raise DefinitionError(f"{where}: meta.skewless.stream.keys names no entity key column")
+    event_time = meta.get("event_time", "event_time")
+    event_id = meta.get("event_id", "event_id")
+    for label, column in [("key", k) for k in keys] + [
+        ("event_time", event_time),
+        ("event_id", event_id),
+    ]:
+        if column not in columns:
+            raise DefinitionError(
+                f"{where}: {label} column {column!r} is not among its columns "
+                f"({', '.join(columns) or 'none declared'})"
+            )
+    types = {c: normal_type(col["data_type"]) for c, col in columns.items()}
+    if types[event_time] != "timestamptz":
+        raise DefinitionError(
+            f"{where}: event_time column {event_time} is {types[event_time]}; it must be timestamptz"
+        )
+    if types[event_id] != "text":
+        raise DefinitionError(f"{where}: event_id column {event_id} is {types[event_id]}; use text")
+    if STREAM_CREATED in types and types[STREAM_CREATED] != "timestamptz":
+        raise DefinitionError(f"{where}: {STREAM_CREATED} must be timestamptz")
+    fixed = {*keys, event_time, event_id, STREAM_CREATED}
+    payload = tuple((c, t) for c, t in types.items() if c not in fixed)
+    unsupported = [f"{c} {t}" for c, t in payload if t not in STREAM_TYPES]
+    if unsupported:
+        raise DefinitionError(
+            f"{where}: payload column(s) {', '.join(unsupported)} have a type streams do not "
+            f"carry; use one of {', '.join(sorted(STREAM_TYPES))}"
+        )
+    bad_keys = [f"{k} {types[k]}" for k in keys if types[k] not in ("text", *INTEGER_TYPES)]
+    if bad_keys:
+        raise DefinitionError(
+            f"{where}: key column(s) {', '.join(bad_keys)} must be text or integer"
+        )
+    redis_stream = str(meta.get("redis_stream") or f"events:{name}")
+    lateness = parse_duration(meta.get("lateness", "0s"), where=f"{where}: lateness")
+    return Stream(
+        name=name,
+        schema=props["schema"],
+        table=props.get("identifier") or name,
+        keys=tuple(keys),
+        key_types=tuple(types[k] for k in keys),
+        event_time=event_time,
+        event_id=event_id,
+        payload=payload,
+        redis_stream=redis_stream,
+        lateness=lateness or timedelta(0),
+        owner=str(meta.get("owner") or ""),
+        description=props.get("description", ""),
+        unique_id=props.get("unique_id", ""),
+    )
+
+
+def _aggregate_view(
+    props: Mapping[str, Any], meta: Mapping[str, Any], streams: Mapping[str, Stream]
+) -> FeatureView:
+    name = meta.get("view") or props["name"]
+    where = _where("aggregated view", name, props)
+    spec = meta["aggregate"]
+    if not isinstance(spec, Mapping):
+        raise DefinitionError(f"{where}: meta.skewless.aggregate is not a mapping")
+    stream = streams.get(str(spec.get("stream")))
+    if stream is None:
+        raise DefinitionError(
+            f"{where}: aggregate.stream {spec.get('stream')!r} is not a declared stream "
+            f"(known: {', '.join(sorted(streams)) or 'none'})"
+        )
+    try:
+        version = int(meta.get("version", 1))
+    except (TypeError, ValueError):
+        raise DefinitionError(
+            f"{where}: version {meta.get('version')!r} is not an integer"
+        ) from None
+    entity = meta.get("entity")
+    if isinstance(entity, str):
+        entity = [entity]
+    if not entity:
+        raise DefinitionError(f"{where}: meta.skewless.entity names no key column")
+    not_keys = [k for k in entity if k not in stream.keys]
+    if not_keys:
+        raise DefinitionError(
+            f"{where}: entity column(s) {', '.join(not_keys)} are not keys of stream "
+            f"{stream.name} ({', '.join(stream.keys)})"
+        )
+    columns = stream.columns
+    entries = spec.get("features") or []
+    if not entries:
+        raise DefinitionError(f"{where}: aggregate.features lists no feature")
+    features: list[AggFeature] = []
+    for entry in entries:
+        features.append(_agg_feature(entry, columns, where, stream))
+    names = [f.name for f in features]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DefinitionError(f"{where}: feature name(s) {', '.join(twice)} appear twice")
+    clash = [n for n in names if n in entity or n in (stream.event_time, STREAM_CREATED)]
+    if clash:
+        raise DefinitionError(
+            f"{where}: feature name(s) {', '.join(clash)} clash with key/time columns"
+        )
+    stale_policy = str(meta.get("stale_policy", "null"))
+    if stale_policy not in ("null", "error"):
+        raise DefinitionError(
+            f"{where}: stale_policy {stale_policy!r} is not null or error (an aggregated view "
+            "declares no defaults)"
+        )
+    if not meta.get("owner"):
+        raise DefinitionError(f"{where}: meta.skewless.owner is missing; every view has an owner")
+    return FeatureView(
+        name=name,
+        version=version,
+        schema=stream.schema,
+        table=stream.table,
+        entity=tuple(entity),
+        entity_types=tuple(columns[k] for k in entity),
+        features=tuple(Feature(f.name, f.dtype, f.description) for f in features),
+        ttl=parse_duration(meta.get("ttl"), where=f"{where}: ttl"),
+        freshness_sla=parse_duration(meta.get("freshness_sla"), where=f"{where}: freshness_sla"),
+        owner=str(meta["owner"]),
+        description=props.get("description", ""),
+        stale_policy=stale_policy,
+        tags=tuple(meta.get("tags") or ()),
+        unique_id=props["unique_id"],
+        kind="aggregate",
+        ts_column=stream.event_time,
+        created_column=STREAM_CREATED,
+        upstream=(stream.relation,),
+        aggregation=Aggregation(stream, tuple(features)),
+    )
+
+
+def _agg_feature(entry: Any, columns: Mapping[str, str], where: str, stream: Stream) -> AggFeature:
+    if not isinstance(entry, Mapping) or not entry.get("name"):
+        raise DefinitionError(
+            f"{where}: feature {entry!r} is not {{name, function, column, window[, filter]}}"
+        )
+    name = str(entry["name"])
+    place = f"{where}: feature {name}"
+    function = str(entry.get("function", ""))
+    if function not in FUNCTIONS:
+        raise DefinitionError(
+            f"{place}: function {function!r} is not one of {', '.join(FUNCTIONS)}"
+        )
+    column = entry.get("column")
+    if column is not None and column not in columns:
+        raise DefinitionError(
+            f"{place}: column {column!r} is not a column of stream {stream.name} "
+            f"({', '.join(columns)})"
+        )
+    if column is None and function not in ("count", "share"):
+        raise DefinitionError(f"{place}: {function} needs a column")
+    if column is not None and function == "share":
+        raise DefinitionError(f"{place}: share takes a condition, not a column")
+    column_type = columns.get(column) if column else None
+    if function in ("sum", "mean", "min", "max", "stddev") and column_type not in NUMERIC_TYPES:
+        raise DefinitionError(
+            f"{place}: {function} needs a numeric column; {column} is {column_type}"
+        )
+    window = parse_duration(entry.get("window"), where=f"{place}: window")
+    if window is None or window <= timedelta(0):
+        raise DefinitionError(f"{place}: window is required, e.g. 30m, 2h, 7d")
+    filters = parse_conditions(entry["filter"], dict(columns), place) if entry.get("filter") else ()
+    condition = ()
+    if function == "share":
+        if not entry.get("condition"):
+            raise DefinitionError(f"{place}: share needs a condition, e.g. `dep_delay >= 15`")
+        condition = parse_conditions(entry["condition"], dict(columns), place)
+    elif entry.get("condition"):
+        raise DefinitionError(f"{place}: only share takes a condition (use filter)")
+    return AggFeature(
+        name=name,
+        function=function,
+        column=column,
+        window=window,
+        dtype=output_type(function, column_type),
+        filter=filters,
+        condition=condition,
+        description=str(entry.get("description", "")),
     )

@@ -6,6 +6,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from skewless.streams.model import Aggregation
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,13 @@ class FeatureView:
     """Relations this view is computed from, nearest first (dbt lineage, down to sources)."""
     expectations: tuple[Expectation, ...] = field(default_factory=tuple)
     """Hand-written data-quality expectations from `meta.skewless.expectations` (view and columns)."""
+    aggregation: Aggregation | None = None
+    """For `kind == "aggregate"`: windowed aggregations of a stream (skewless.streams); the view's
+    relation is then the stream's event table."""
+
+    @property
+    def is_aggregate(self) -> bool:
+        return self.aggregation is not None
 
     @property
     def versioned_name(self) -> str:
@@ -99,6 +110,7 @@ class FeatureView:
                 "entity": list(self.entity),
                 "times": [self.ts_column, self.created_column],
                 "features": [[f.name, normal_type(f.dtype)] for f in self.features],
+                **({"aggregation": self.aggregation.identity()} if self.aggregation else {}),
             },
             sort_keys=True,
         )

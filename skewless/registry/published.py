@@ -31,6 +31,7 @@ from skewless.registry.model import (
     FeatureView,
     ServiceFeature,
 )
+from skewless.streams.model import AggFeature, Aggregation, Condition, Stream
 from skewless.urls import mask
 
 log = logging.getLogger("skewless.registry")
@@ -102,10 +103,90 @@ def view_document(view: FeatureView) -> dict[str, Any]:
             for e in view.expectations
         ],
         "fingerprint": view.fingerprint,
+        **({"aggregation": aggregation_document(view.aggregation)} if view.aggregation else {}),
     }
 
 
-def _view(doc: Mapping[str, Any]) -> FeatureView:
+def stream_document(stream: Stream) -> dict[str, Any]:
+    return {
+        "name": stream.name,
+        "schema": stream.schema,
+        "table": stream.table,
+        "keys": list(stream.keys),
+        "key_types": list(stream.key_types),
+        "event_time": stream.event_time,
+        "event_id": stream.event_id,
+        "payload": [list(p) for p in stream.payload],
+        "redis_stream": stream.redis_stream,
+        "lateness_seconds": stream.lateness.total_seconds(),
+        "owner": stream.owner,
+        "description": stream.description,
+        "unique_id": stream.unique_id,
+        "fingerprint": stream.fingerprint,
+    }
+
+
+def _stream(doc: Mapping[str, Any]) -> Stream:
+    return Stream(
+        name=doc["name"],
+        schema=doc["schema"],
+        table=doc["table"],
+        keys=tuple(doc["keys"]),
+        key_types=tuple(doc["key_types"]),
+        event_time=doc["event_time"],
+        event_id=doc["event_id"],
+        payload=tuple((c, t) for c, t in doc["payload"]),
+        redis_stream=doc["redis_stream"],
+        lateness=timedelta(seconds=doc["lateness_seconds"]),
+        owner=doc["owner"],
+        description=doc["description"],
+        unique_id=doc["unique_id"],
+    )
+
+
+def _conditions(conditions) -> list[list]:
+    return [[c.column, c.op, c.literal] for c in conditions]
+
+
+def aggregation_document(aggregation: Aggregation) -> dict[str, Any]:
+    return {
+        "stream": aggregation.stream.name,
+        "features": [
+            {
+                "name": f.name,
+                "function": f.function,
+                "column": f.column,
+                "window_us": f.window_us,
+                "dtype": f.dtype,
+                "filter": _conditions(f.filter),
+                "condition": _conditions(f.condition),
+                "description": f.description,
+            }
+            for f in aggregation.features
+        ],
+    }
+
+
+def _aggregation(doc: Mapping[str, Any], streams: Mapping[str, Stream]) -> Aggregation:
+    return Aggregation(
+        streams[doc["stream"]],
+        tuple(
+            AggFeature(
+                name=f["name"],
+                function=f["function"],
+                column=f["column"],
+                window=timedelta(microseconds=f["window_us"]),
+                dtype=f["dtype"],
+                filter=tuple(Condition(*c) for c in f["filter"]),
+                condition=tuple(Condition(*c) for c in f["condition"]),
+                description=f["description"],
+            )
+            for f in doc["features"]
+        ),
+    )
+
+
+def _view(doc: Mapping[str, Any], streams: Mapping[str, Stream]) -> FeatureView:
     return FeatureView(
         name=doc["name"],
         version=int(doc["version"]),
@@ -138,6 +219,7 @@ def _view(doc: Mapping[str, Any]) -> FeatureView:
         expectations=tuple(
             Expectation(e["type"], e["kwargs_json"], e["declared_on"]) for e in doc["expectations"]
         ),
+        aggregation=_aggregation(doc["aggregation"], streams) if doc.get("aggregation") else None,
     )
 
 
@@ -159,6 +241,7 @@ def to_document(registry: Registry) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "views": [view_document(v) for v in registry.views.values()],
+        "streams": [stream_document(s) for s in registry.streams.values()],
         "services": [
             _service_document(s) for s in sorted(registry.services.values(), key=lambda s: s.name)
         ],
@@ -172,7 +255,8 @@ def from_document(doc: Mapping[str, Any]) -> Registry:
             f"the published registry has format {doc['format']}, newer than this Skewless "
             f"reads ({FORMAT}): upgrade Skewless"
         )
-    views = [_view(v) for v in doc["views"]]
+    streams = [_stream(s) for s in doc.get("streams", [])]
+    views = [_view(v, {s.name: s for s in streams}) for v in doc["views"]]
     by_name = {v.versioned_name: v for v in views}
     services = [
         FeatureService(
@@ -186,7 +270,7 @@ def from_document(doc: Mapping[str, Any]) -> Registry:
         )
         for s in doc["services"]
     ]
-    registry = Registry(views, services)
+    registry = Registry(views, services, streams=streams)
     registry.unknown_hint = UNPUBLISHED_HINT
     return registry
 

@@ -5,7 +5,7 @@ create schema if not exists features;
 create table if not exists features.registry (
     view            text        not null,
     version         integer     not null,
-    kind            text        not null check (kind in ('dbt', 'external')),
+    kind            text        not null check (kind in ('dbt', 'external', 'aggregate')),
     relation        text        not null,
     entity          text[]      not null,
     entity_types    text[]      not null,
@@ -24,6 +24,17 @@ create table if not exists features.registry (
     retired_at      timestamptz,
     primary key (view, version)
 );
+
+-- registries made before aggregated views allowed only dbt and external kinds
+do $$
+begin
+    if exists (select 1 from pg_constraint where conname = 'registry_kind_check'
+               and pg_get_constraintdef(oid) not like '%aggregate%') then
+        alter table features.registry drop constraint registry_kind_check;
+        alter table features.registry add constraint registry_kind_check
+            check (kind in ('dbt', 'external', 'aggregate'));
+    end if;
+end $$;
 
 create table if not exists features.registry_features (
     view        text    not null,

@@ -128,7 +128,7 @@ class OnlineStore:
         """
         if self.down_since is not None:
             return False, "the online store is unreachable"
-        names = sorted(registry.views)
+        names = sorted(registry.table_views)
         if not names:
             return False, "no feature views are published"
         keys = [marker_key(namespace, name) for name in names]

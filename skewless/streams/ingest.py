@@ -1,0 +1,71 @@
+"""Events into both stores: the one write path of `push_events`, `POST /events/<stream>` and the
+stream worker.
+
+Validated events are appended to the stream's offline table (one transaction, committed), then the
+stored copies are applied to the online state of every aggregated view of the stream. A failure
+between the two leaves the event offline and not yet online; the caller's retry (the worker's
+redelivery, a pushed batch sent again) applies it, idempotently on both sides: at-least-once
+delivery, exactly-once results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+import redis
+
+from skewless.online import codec
+from skewless.registry import Registry
+from skewless.streams import events as event_table
+from skewless.streams.model import Stream
+from skewless.streams.state import StateWriter, mark
+
+_tables: set[tuple[str, str]] = set()
+"""(database URL or id, stream) pairs whose event table this process has ensured."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    received: int
+    stored: int
+    """New rows in the offline table (the rest were already there: redelivered or duplicated)."""
+    late: int
+    """Events whose event time was more than the stream's allowed lateness before `now`."""
+    entities: int
+    """Online state keys written (per aggregated view and entity)."""
+
+    @property
+    def duplicates(self) -> int:
+        return self.received - self.stored
+
+
+def ensure_table(conn: psycopg.Connection, stream: Stream) -> None:
+    """The event table, created once per process and database."""
+    marker = (conn.info.dsn, stream.relation)
+    if marker not in _tables:
+        event_table.ensure_table(conn, stream)
+        _tables.add(marker)
+
+
+def ingest(
+    conn: psycopg.Connection,
+    client: redis.Redis,
+    namespace: str,
+    registry: Registry,
+    stream: Stream,
+    events: Sequence[dict[str, object]],
+    now: datetime,
+) -> IngestResult:
+    """Write validated events (`skewless.streams.validate`) as of `now` (their `created_at`)."""
+    ensure_table(conn, stream)
+    stored, canonical = event_table.append(conn, stream, events, now)
+    writer = StateWriter(client, namespace, stream, list(registry.aggregates.values()))
+    entities = writer.apply(canonical, now) if canonical else 0
+    if not canonical:
+        mark(client, namespace, stream.name, codec.micros(now))
+    late_before = now - stream.lateness
+    late = sum(1 for e in events if e[stream.event_time] < late_before)  # type: ignore[operator]
+    return IngestResult(len(events), stored, late, entities)
