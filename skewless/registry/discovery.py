@@ -68,7 +68,8 @@ def describe(conn: psycopg.Connection, name: str) -> dict[str, Any]:
     for entry in versions:
         entry["feature_list"] = _rows(
             conn.execute(
-                "select feature, dtype, description from features.registry_features"
+                "select feature, dtype, description || coalesce(' [' || definition || ']', '')"
+                " as description, definition from features.registry_features"
                 " where view = %s and version = %s order by position",
                 (entry["view"], entry["version"]),
             )

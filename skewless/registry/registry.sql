@@ -47,6 +47,11 @@ create table if not exists features.registry_features (
     foreign key (view, version) references features.registry (view, version) on delete cascade
 );
 
+-- aggregated views (skewless.streams): a feature's definition in one line, and the view's whole
+-- aggregation (so a change under the same version can be named)
+alter table features.registry_features add column if not exists definition text;
+alter table features.registry add column if not exists aggregation jsonb;
+
 create table if not exists features.registry_services (
     service     text    not null,
     position    integer not null,

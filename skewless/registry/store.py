@@ -13,6 +13,7 @@ from datetime import datetime
 from importlib import resources
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from skewless.errors import DefinitionError
 from skewless.registry.catalog import Registry
@@ -99,7 +100,15 @@ def schema_changes(conn: psycopg.Connection, registry: Registry) -> dict[str, st
     for view in registry.views.values():
         before = _registered_columns(conn, view)
         if before:  # None: new version; {}: same fingerprint
-            problems[view.versioned_name] = describe_change(view, before)
+            changed = _aggregation_change(conn, view) if before == view.columns else None
+            problems[view.versioned_name] = (
+                f"aggregated view {view.name} version {view.version} changed the definition of "
+                f"{changed} (function, column, window, filter or stream) under the same version; "
+                f"add a version v{view.version + 1} in its YAML instead (v{view.version} keeps "
+                "serving until it is retired)"
+                if changed
+                else describe_change(view, before)
+            )
     return problems
 
 
@@ -151,13 +160,15 @@ def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
                 """
                 insert into features.registry (view, version, kind, relation, entity, entity_types,
                     ts_column, created_column, ttl, freshness_sla, stale_policy, owner, description,
-                    tags, upstream, fingerprint)
-                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    tags, upstream, fingerprint, aggregation)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 on conflict (view, version) do update set
                     kind = excluded.kind, relation = excluded.relation, ttl = excluded.ttl,
                     freshness_sla = excluded.freshness_sla, stale_policy = excluded.stale_policy,
                     owner = excluded.owner, description = excluded.description,
-                    tags = excluded.tags, upstream = excluded.upstream, updated_at = now()
+                    tags = excluded.tags, upstream = excluded.upstream,
+                    aggregation = coalesce(features.registry.aggregation, excluded.aggregation),
+                    updated_at = now()
                 """,
                 (
                     view.name,
@@ -176,6 +187,7 @@ def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
                     list(view.tags),
                     list(view.upstream),
                     view.fingerprint,
+                    Jsonb(view.aggregation.identity()) if view.aggregation else None,
                 ),
             )
             conn.execute(
@@ -184,10 +196,14 @@ def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
             )
             with conn.cursor() as cur:
                 cur.executemany(
-                    "insert into features.registry_features values (%s, %s, %s, %s, %s, %s)",
+                    "insert into features.registry_features"
+                    " (view, version, position, feature, dtype, description, definition)"
+                    " values (%s, %s, %s, %s, %s, %s, %s)",
                     [
-                        (view.name, view.version, i, f.name, f.dtype, f.description)
-                        for i, f in enumerate(view.features)
+                        (view.name, view.version, i, f.name, f.dtype, f.description, d)
+                        for i, (f, d) in enumerate(
+                            zip(view.features, _definitions(view), strict=True)
+                        )
                     ],
                 )
         conn.execute("delete from features.registry_services")
@@ -210,6 +226,35 @@ def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
                 ],
             )
     return {"views": len(registry.views), "services": len(registry.services)}
+
+
+def _definitions(view: FeatureView) -> list[str | None]:
+    """Per feature, an aggregated view's definition in one line (`count(*) over 30m where ...`)."""
+    if view.aggregation is None:
+        return [None] * len(view.features)
+    return [f.describe() for f in view.aggregation.features]
+
+
+def _aggregation_change(conn: psycopg.Connection, view: FeatureView) -> str | None:
+    """How an aggregated view's registered aggregation differs from its definition, or None."""
+    if view.aggregation is None:
+        return None
+    row = conn.execute(
+        "select aggregation from features.registry where view = %s and version = %s",
+        (view.name, view.version),
+    ).fetchone()
+    before = row[0] if row else None
+    after = view.aggregation.identity()
+    if before is None or before == after:
+        return None
+    old = {f[0]: f for f in before.get("features", [])}
+    changed = [f[0] for f in after["features"] if f[0] in old and old[f[0]] != f]
+    if (
+        before.get("stream") != after["stream"]
+        or before.get("stream_fingerprint") != after["stream_fingerprint"]
+    ):
+        changed.append(f"stream {after['stream']}")
+    return ", ".join(changed) or "its features"
 
 
 def record_materialization(

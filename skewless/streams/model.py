@@ -158,7 +158,7 @@ def parse_conditions(text: str, columns: dict[str, str], where: str) -> tuple[Co
     found = []
     for part in parts:
         match = _CONDITION.match(part)
-        if not match:
+        if not match or (match["literal"] or "")[:1] in ("=", "<", ">", "!"):
             raise DefinitionError(
                 f"{where}: {part!r} is not `<column> <op> <literal>` (op one of "
                 f"{' '.join(_OPS)}) or `<column> is [not] null`; join several with `and`"
