@@ -5,7 +5,8 @@ A plan compares the definitions as they are now (the dbt project, parsed) with t
 registered, retired ones too). It reads and never writes, so it is safe to run anywhere, any time.
 
 Refused (apply stops, nothing is written): a version whose schema changed under the same version
-number; a dbt feature view without its no-leakage test. Warned (apply goes on): an external
+number (for an aggregated view: its functions, windows, filters or stream); a dbt feature view
+without its no-leakage test; a stream whose columns changed once its event table exists. Warned (apply goes on): an external
 table without the index the as-of join needs.
 """
 
@@ -169,13 +170,51 @@ def plan(conn: psycopg.Connection, working: Registry) -> Plan:
                     "deleted, its offline table stays)",
                 )
             )
+    _streams(result, conn, working, published)
     _services(result, working, published)
     _leakage_tests(result, working)
     _indexes(result, conn, working)
     return result
 
 
+def _streams(
+    result: Plan, conn: psycopg.Connection, working: Registry, published: Registry | None
+) -> None:
+    """New streams are added; a stream whose columns changed is refused once its event table
+    exists (its stored events have the old columns): declare a new stream instead."""
+    before = published.streams if published else {}
+    for name, stream in working.streams.items():
+        old = before.get(name)
+        subject = f"stream {name}"
+        if old is None:
+            cols = ", ".join(stream.input_columns)
+            result.changes.append(Change(ADD, subject, f"new: {stream.relation} ({cols})"))
+        elif old.fingerprint != stream.fingerprint and relation_exists(conn, stream.relation):
+            result.changes.append(
+                Change(
+                    REFUSE,
+                    subject,
+                    f"its keys, times or payload columns changed, and {stream.relation} holds "
+                    "events with the old ones; declare a new stream (e.g. "
+                    f"{name}_v2) and point the aggregated views at it",
+                )
+            )
+        elif old != stream:
+            result.changes.append(Change(CHANGE, subject, "definition changed"))
+    for name in before:
+        if name not in working.streams:
+            result.changes.append(
+                Change(RETIRE, f"stream {name}", "removed: its event table stays, unread")
+            )
+
+
 def _describe_view(view: FeatureView) -> str:
+    if view.aggregation is not None:
+        return (
+            f"aggregated view over stream {view.aggregation.stream.name}, entity "
+            f"{', '.join(view.entity)}: "
+            + "; ".join(f"{f.name} = {f.describe()}" for f in view.aggregation.features)
+        )
     kind = "external table " if view.kind == "external" else ""
     return (
         f"{kind}{view.relation}, entity {', '.join(view.entity)}, "
