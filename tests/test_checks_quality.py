@@ -40,7 +40,7 @@ def registry(materialized):
 def test_the_build_ran_both_blocking_checks_on_every_view_and_they_passed(materialized, registry):
     evaluations_ = [e for r in materialized for e in r.get_asset_check_evaluations()]
     ours = {(e.asset_key, e.check_name): e for e in evaluations_ if e.check_name in BLOCKING}
-    for name in registry.views:
+    for name in registry.table_views:
         for check in BLOCKING:
             evaluation = ours[(feature_view_asset_key(name), check)]
             assert evaluation.passed, (name, check, evaluation.description)

@@ -55,7 +55,7 @@ def test_dbt_tests_are_asset_checks_including_the_leakage_proofs(defs):
         "unique_combination_of_columns_route_delay_stats_v1_origin__dest__feature_ts",
     ) in checks
     proofs = {name for _, name in checks if name.endswith("_no_leakage")}
-    views = {v for v in defs_registry().views if not v.startswith("airport_schedule_load")}
+    views = {v for v in defs_registry().table_views if not v.startswith("airport_schedule_load")}
     assert proofs == {f"assert_{v}_no_leakage" for v in views}
 
 
@@ -95,7 +95,7 @@ def test_feature_view_assets_show_their_registry_entry(defs):
 
 def test_online_views_wait_for_the_registry_guard(defs):
     graph = defs.resolve_asset_graph()
-    for view in defs_registry().views.values():
+    for view in defs_registry().table_views.values():
         parents = graph.get(AssetKey(["online", view.versioned_name])).parent_keys
         assert AssetKey(["features", "registry"]) in parents, view.versioned_name
 

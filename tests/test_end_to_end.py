@@ -152,7 +152,7 @@ def test_origin_weather_equals_pandas(run, pg):
 def test_redis_holds_the_latest_row_of_every_entity(run, pg, rds, flights):
     registry = load_registry()
     namespace = settings().namespace
-    for view in registry.views.values():
+    for view in registry.table_views.values():
         offline = _offline(pg, view.relation).rename(
             columns={view.ts_column: "feature_ts", view.created_column: "created_at"}
         )

@@ -75,5 +75,5 @@ def test_the_sensor_asks_for_every_data_freshness_check_never_evaluated():
     with DagsterInstance.ephemeral() as instance:
         request = data_freshness_sensor(build_sensor_context(instance=instance))
     asked = {k.asset_key for k in request.asset_check_keys}
-    assert asked == {feature_view_asset_key(v) for v in load_registry().views}
+    assert asked == {feature_view_asset_key(v) for v in load_registry().table_views}
     assert {k.name for k in request.asset_check_keys} == {DATA_FRESHNESS}

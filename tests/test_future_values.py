@@ -46,7 +46,7 @@ def test_the_build_ran_the_blocking_check_on_every_view_and_it_passed(materializ
         for e in r.get_asset_check_evaluations()
         if e.check_name == CHECK
     }
-    for name in registry.views:
+    for name in registry.table_views:
         evaluation = found[feature_view_asset_key(name)]
         assert evaluation.passed, (name, evaluation.description)
         assert evaluation.blocking

@@ -22,7 +22,7 @@ from skewless.registry import load_registry
 
 def test_published_views_match_their_offline_tables(materialized, pg, rds):
     registry = load_registry()
-    for view in registry.views.values():
+    for view in registry.table_views.values():
         report = compare_sample(pg, rds, settings().namespace, view, sample=300)
         assert report.sampled > 0, view.versioned_name
         assert (report.mismatched, report.examples) == (0, []), view.versioned_name

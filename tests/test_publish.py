@@ -423,7 +423,7 @@ def test_a_fresh_clone_publishes_definitions_without_any_data(fresh_database, sv
         ).fetchone() == (True,)
         again = apply(conn, working_copy(), published_by="test", namespace=namespace)
         assert not again.published and again.generation == 1
-    assert set(reader.registry.services) == {"delay_model_v1", "delay_model_v2"}
+    assert set(reader.registry.services) == {"delay_model_v1", "delay_model_v2", "delay_model_v3"}
     read = reader.get_online_features([{"carrier": "UA"}], ["carrier_delay_stats_v1:late_share_7d"])
     assert read.statuses["carrier_delay_stats_v1:late_share_7d"] == ["missing"]
 
