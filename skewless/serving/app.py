@@ -12,9 +12,13 @@ One worker serves from one event loop, so no request may hold it for long:
   between them, and one such request at a time runs per worker, so a small request waits for at
   most one slice (a few milliseconds), not for a 10,000-row request to finish.
 
+`POST /events/<stream>` takes events into both stores (`events`): checking and writing them
+blocks (PostgreSQL, Redis), so it runs in threads of its own, off the loop.
+
 The jobs live beside this file: request parsing (`request`), error answers (`errors`), coalescing
 of small concurrent reads (`coalesce`), the store guard and readiness (`store`), bearer tokens
-(`auth`), the HTTP connection bounds (`protocol`), the OpenAPI document (`openapi`).
+(`auth`), the HTTP connection bounds (`protocol`), the OpenAPI document (`openapi`), event
+ingestion (`events`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 
 from skewless import clock
 from skewless.errors import DataError, DefinitionError, StaleValueError
@@ -41,13 +46,22 @@ from skewless.serving.auth import BearerTokens, tokens_from_environment
 from skewless.serving.coalesce import COALESCE_MAX_ENTITIES, Coalescer
 from skewless.serving.discovery import describe_registry
 from skewless.serving.errors import ClientGone, HTTPError, internal_error, store_unavailable
-from skewless.serving.metrics import ENDPOINT_INDEX, METRICS_DIR_ENV, Metrics
+from skewless.serving.events import (
+    MAX_EVENTS,
+    PREFIX,
+    EventWriter,
+    find_stream,
+    parse_events,
+    read_stream_metrics,
+)
+from skewless.serving.metrics import ENDPOINT_INDEX, METRICS_DIR_ENV, Metrics, stream_exposition
 from skewless.serving.request import OnlineRequest, Plans, check_entities, parse, read_body
 from skewless.serving.store import PROBE_INTERVAL, OnlineStore, redis_client
 
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_ENTITIES",
+    "MAX_EVENTS",
     "ServingApp",
     "describe_registry",
     "from_environment",
@@ -70,6 +84,7 @@ LARGE_BODY_BYTES = 32 * 1024
 """Bodies above this size are parsed one at a time per worker (orjson takes ~1 ms per 400 KB)."""
 
 _OTHER = ENDPOINT_INDEX["other"]
+_EVENTS = ENDPOINT_INDEX["/events"]
 _JSON = b"application/json"
 _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _STATUS_NAMES = ("present", "missing", "stale")
@@ -82,7 +97,9 @@ Columns = tuple[dict[str, list], dict[str, list[str]]]
 
 class ServingApp:
     """The ASGI app. `registry` is a Registry or a callable returning the current one; `tokens`,
-    when given, are the bearer tokens the feature, registry and metrics endpoints require."""
+    when given, are the bearer tokens the feature, event, registry and metrics endpoints
+    require; `postgres_url` is the offline store `POST /events/<stream>` writes to (without it,
+    that endpoint answers 503)."""
 
     def __init__(
         self,
@@ -96,6 +113,8 @@ class ServingApp:
         coalesce: bool = True,
         tokens: tuple[str, ...] | list[str] = (),
         probe_interval: float = PROBE_INTERVAL,
+        postgres_url: str | None = None,
+        max_events: int = MAX_EVENTS,
     ):
         self.coalesce = coalesce
         self._registry = registry if callable(registry) else (lambda: registry)
@@ -106,6 +125,8 @@ class ServingApp:
         self.metrics = metrics or Metrics()
         self.store = OnlineStore(client, self.metrics, probe_interval)
         self.auth = BearerTokens(tokens)
+        self.max_events = max_events
+        self.events = EventWriter(postgres_url, client, namespace)
         self._coalescer = Coalescer(self._read)
         self._plans = Plans()
         self._large: tuple[asyncio.AbstractEventLoop | None, asyncio.Lock | None] = (None, None)
@@ -120,6 +141,7 @@ class ServingApp:
             "/metrics": ("GET", self._metrics, True),
             "/openapi.json": ("GET", self._spec, False),
         }
+        self._event_route = ("POST", self._events, True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,11 +152,15 @@ class ServingApp:
         path = scope["path"]
         route = self._routes.get(path)
         endpoint = ENDPOINT_INDEX.get(path, _OTHER) if route else _OTHER
+        if route is None and path.startswith(PREFIX):
+            route, endpoint = self._event_route, _EVENTS
         headers: list[tuple[bytes, bytes]] = []
         try:
             if route is None:
                 raise HTTPError(
-                    404, "not_found", f"no endpoint {path[:200]}; known: {', '.join(self._routes)}"
+                    404,
+                    "not_found",
+                    f"no endpoint {path[:200]}; known: {', '.join(self._routes)}, {PREFIX}<stream>",
                 )
             method, handler, protected = route
             if scope["method"] != method:
@@ -281,6 +307,36 @@ class ServingApp:
             raise HTTPError(422, "data_error", str(exc)) from None
         return result.columns, result.statuses
 
+    # -- POST /events/<stream> ----------------------------------------------------------------
+
+    async def _events(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
+        registry = self._registry()
+        stream = find_stream(registry, scope["path"])
+        body = await read_body(scope, receive, self.max_body_bytes)
+        if len(body) <= LARGE_BODY_BYTES:
+            rows = parse_events(body, self.max_events)
+        else:
+            async with self._one_large_at_a_time():
+                rows = parse_events(body, self.max_events)
+        if self.store.down:  # nothing written offline that could not reach the online state
+            raise store_unavailable()
+        try:
+            result = await self.events.write(registry, stream, rows)
+        except redis.RedisError as exc:
+            # the offline table may have the events already: the retry the 503 asks for
+            # completes the online state (both stores are idempotent per event id)
+            self.store.failed(exc)
+            raise store_unavailable() from None
+        self.metrics.events(result.received, result.stored, result.duplicates, result.late)
+        answer = {
+            "stream": stream.name,
+            "received": result.received,
+            "stored": result.stored,
+            "duplicates": result.duplicates,
+            "late": result.late,
+        }
+        return 200, _JSON, orjson.dumps(answer)
+
     # -- GET endpoints ----------------------------------------------------------------------
 
     async def _features(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
@@ -306,18 +362,42 @@ class ServingApp:
         return (200 if ready else 503), _JSON, body
 
     async def _metrics(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
-        return 200, _TEXT, self.metrics.exposition()
+        body = self.metrics.exposition()
+        try:
+            names = sorted(self._registry().streams)
+        except Exception:
+            log.exception("/metrics: the feature registry cannot be loaded")
+            names = []
+        if not names:
+            return 200, _TEXT, body
+        found = None
+        if not self.store.down:
+            try:
+                found = await self.store.in_thread(
+                    read_stream_metrics, self.client, self.namespace, names
+                )
+            except redis.RedisError as exc:
+                self.store.failed(exc)
+        return 200, _TEXT, body + stream_exposition(found)
 
     async def _spec(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
         registry = self._registry()
         cached_for, body = self._openapi
         if cached_for is not registry:
             document = openapi.spec(
-                self.max_body_bytes, self.max_entities, registry, auth=self.auth.enabled
+                self.max_body_bytes,
+                self.max_entities,
+                registry,
+                auth=self.auth.enabled,
+                max_events=self.max_events,
             )
             body = orjson.dumps(document)
             self._openapi = (registry, body)
         return 200, _JSON, body
+
+    def close(self) -> None:
+        """Stop the event threads and close their PostgreSQL connections."""
+        self.events.close()
 
 
 def _value_counts(statuses: dict[str, list[str]]) -> dict[str, int]:
@@ -372,6 +452,7 @@ def from_environment() -> ServingApp:
         max_entities=int(os.environ.get(MAX_ENTITIES_ENV, MAX_ENTITIES)),
         metrics=Metrics(Path(folder)) if folder else None,
         tokens=tokens_from_environment(),
+        postgres_url=postgres_url,
     )
     settle()
     return app

@@ -3,34 +3,43 @@
 from __future__ import annotations
 
 from skewless.registry import Registry
+from skewless.streams.model import CREATED
 
 
 def describe_registry(registry: Registry) -> dict[str, list]:
-    """The registry as JSON: what /features serves, for discovering what can be requested."""
+    """The registry as JSON: what /features serves, for discovering what can be requested (feature
+    views, feature services) and sent (streams, at `POST /events/<stream>`)."""
     latest = {v.versioned_name for v in registry.latest.values()}
-    views = [
-        {
-            "name": v.name,
-            "version": v.version,
-            "versioned_name": v.versioned_name,
-            "latest": v.versioned_name in latest,
-            "entity": list(v.entity),
-            "ttl_seconds": v.ttl.total_seconds() if v.ttl is not None else None,
-            "stale_policy": v.stale_policy,
-            "owner": v.owner,
-            "description": v.description.strip(),
-            "features": [
-                {
-                    "name": f.name,
-                    "reference": f"{v.versioned_name}:{f.name}",
-                    "dtype": f.dtype,
-                    "description": f.description.strip(),
-                }
-                for f in v.features
-            ],
-        }
-        for v in registry.views.values()
-    ]
+    views = []
+    for v in registry.views.values():
+        definitions = (
+            {f.name: f.describe() for f in v.aggregation.features} if v.aggregation else {}
+        )
+        views.append(
+            {
+                "name": v.name,
+                "version": v.version,
+                "versioned_name": v.versioned_name,
+                "kind": v.kind,
+                "stream": v.aggregation.stream.name if v.aggregation else None,
+                "latest": v.versioned_name in latest,
+                "entity": list(v.entity),
+                "ttl_seconds": v.ttl.total_seconds() if v.ttl is not None else None,
+                "stale_policy": v.stale_policy,
+                "owner": v.owner,
+                "description": v.description.strip(),
+                "features": [
+                    {
+                        "name": f.name,
+                        "reference": f"{v.versioned_name}:{f.name}",
+                        "dtype": f.dtype,
+                        "description": f.description.strip(),
+                        "aggregation": definitions.get(f.name),
+                    }
+                    for f in v.features
+                ],
+            }
+        )
     services = [
         {
             "name": s.name,
@@ -39,4 +48,19 @@ def describe_registry(registry: Registry) -> dict[str, list]:
         }
         for s in registry.services.values()
     ]
-    return {"views": views, "services": services}
+    streams = [
+        {
+            "name": s.name,
+            "endpoint": f"/events/{s.name}",
+            "keys": list(s.keys),
+            "event_id": s.event_id,
+            "event_time": s.event_time,
+            "columns": {c: t for c, t in s.columns.items() if c != CREATED},
+            "lateness_seconds": s.lateness.total_seconds(),
+            "redis_stream": s.redis_stream,
+            "owner": s.owner,
+            "description": s.description.strip(),
+        }
+        for s in registry.streams.values()
+    ]
+    return {"views": views, "services": services, "streams": streams}

@@ -26,9 +26,11 @@ ENDPOINTS = (
     "/ready",
     "/metrics",
     "/openapi.json",
+    "/events",
     "other",
 )
-"""Every path outside this list counts as `other`, so a scan of random URLs cannot grow series."""
+"""Every path outside this list counts as `other`, so a scan of random URLs cannot grow series;
+`/events` is every `POST /events/<stream>`."""
 STATUSES = (200, 400, 401, 404, 405, 409, 413, 422, 500, 503)
 BUCKETS = (
     0.0001,
@@ -49,6 +51,9 @@ BUCKETS = (
 REDIS_ERRORS = ("connection", "timeout", "other")
 VALUE_STATUSES = ("present", "missing", "stale", "other")
 """Statuses of served values, as OnlineResult reports them (`other`: any status added later)."""
+EVENT_OUTCOMES = ("received", "stored", "duplicate", "late")
+"""Events of accepted `POST /events/<stream>` requests: received, stored (new event ids),
+duplicate (already stored), late (older than the stream's allowed lateness, stored all the same)."""
 
 _E, _S, _B = len(ENDPOINTS), len(STATUSES), len(BUCKETS) + 1  # + the +Inf bucket
 _REQUESTS = 0
@@ -56,7 +61,8 @@ _BUCKETS = _REQUESTS + _E * _S
 _SUMS = _BUCKETS + _E * _B
 _REDIS = _SUMS + _E
 _VALUES = _REDIS + len(REDIS_ERRORS)
-SLOTS = _VALUES + len(VALUE_STATUSES)
+_EVENTS = _VALUES + len(VALUE_STATUSES)
+SLOTS = _EVENTS + len(EVENT_OUTCOMES)
 
 ENDPOINT_INDEX = {name: i for i, name in enumerate(ENDPOINTS)}
 _STATUS_INDEX = {status: i for i, status in enumerate(STATUSES)}
@@ -97,6 +103,12 @@ class Metrics:
         slots = self._slots
         for status, n in counts.items():
             slots[_VALUES + _VALUE_INDEX.get(status, len(VALUE_STATUSES) - 1)] += n
+
+    def events(self, received: int, stored: int, duplicates: int, late: int) -> None:
+        """One accepted `POST /events/<stream>` request."""
+        slots = self._slots
+        for i, n in enumerate((received, stored, duplicates, late)):
+            slots[_EVENTS + i] += n
 
     def _totals(self) -> list[float]:
         if self.folder is None:
@@ -154,6 +166,12 @@ class Metrics:
         ]
         for v, status in enumerate(VALUE_STATUSES):
             out.append(f'skewless_online_values_total{{status="{status}"}} {t[_VALUES + v]:.0f}')
+        out += [
+            "# HELP skewless_http_events_total Events of accepted POST /events requests, by outcome.",
+            "# TYPE skewless_http_events_total counter",
+        ]
+        for k, outcome in enumerate(EVENT_OUTCOMES):
+            out.append(f'skewless_http_events_total{{outcome="{outcome}"}} {t[_EVENTS + k]:.0f}')
         return ("\n".join(out) + "\n").encode()
 
     def close(self) -> None:
@@ -161,3 +179,103 @@ class Metrics:
             self._slots.release()
             self._map.close()
             self._map = None
+
+
+STREAM_COUNTERS = (
+    (
+        "ingested",
+        "skewless_stream_events_ingested_total",
+        "Events the stream workers stored (new event ids), per stream.",
+    ),
+    (
+        "duplicates",
+        "skewless_stream_events_duplicate_total",
+        "Events the stream workers received again (an event id already stored), per stream.",
+    ),
+    (
+        "late",
+        "skewless_stream_events_late_total",
+        "Events older than the stream's allowed lateness when a worker read them (stored all "
+        "the same), per stream.",
+    ),
+    (
+        "dead",
+        "skewless_stream_events_dead_total",
+        "Events the stream workers refused and moved to the dead-letter stream, per stream.",
+    ),
+    (
+        "batches",
+        "skewless_stream_batches_total",
+        "Micro-batches the stream workers processed, per stream.",
+    ),
+)
+"""The stream workers' counters (skewless.streams.worker.metrics_key: one Redis hash per stream,
+shared by every worker): (hash field, metric, help)."""
+
+
+class StreamMetrics:
+    """What the stream workers recorded for one stream: their metrics hash and progress mark."""
+
+    __slots__ = ("counters", "lag_ms", "progress_us")
+
+    def __init__(self, fields: dict, progress: bytes | str | None):
+        values = {_text(k): _text(v) for k, v in (fields or {}).items()}
+        self.counters = {name: _number(values.get(name)) for name, _, _ in STREAM_COUNTERS}
+        lag = values.get("lag_ms")
+        self.lag_ms = _number(lag) if lag is not None else None
+        self.progress_us = _number(_text(progress)) if progress is not None else None
+
+
+def stream_exposition(streams: dict[str, StreamMetrics] | None) -> bytes:
+    """The stream workers' series, per declared stream; `streams` None: Redis could not be read
+    (`skewless_stream_metrics_up 0`, no stream series rather than wrong ones)."""
+    out = [
+        "# HELP skewless_stream_metrics_up Whether the stream workers' counters could be read "
+        "from Redis for this scrape.",
+        "# TYPE skewless_stream_metrics_up gauge",
+        f"skewless_stream_metrics_up {0 if streams is None else 1}",
+    ]
+    if not streams:
+        return ("\n".join(out) + "\n").encode()
+    labels = {name: f'{{stream="{_label(name)}"}}' for name in streams}
+    for field, metric, text in STREAM_COUNTERS:
+        out += [f"# HELP {metric} {text}", f"# TYPE {metric} counter"]
+        out += [f"{metric}{labels[n]} {m.counters[field]:.0f}" for n, m in streams.items()]
+    out += [
+        "# HELP skewless_stream_lag_seconds Age of the oldest entry of the last batch a stream "
+        "worker processed, when it processed it (wall time).",
+        "# TYPE skewless_stream_lag_seconds gauge",
+    ]
+    out += [
+        f"skewless_stream_lag_seconds{labels[n]} {m.lag_ms / 1000!r}"
+        for n, m in streams.items()
+        if m.lag_ms is not None
+    ]
+    out += [
+        "# HELP skewless_stream_progress_timestamp_seconds The project time (replay clock in a "
+        "replay) the stream's writers last caught up to; aggregated views read stale when it "
+        "falls more than their TTL behind.",
+        "# TYPE skewless_stream_progress_timestamp_seconds gauge",
+    ]
+    out += [
+        f"skewless_stream_progress_timestamp_seconds{labels[n]} {m.progress_us / 1e6!r}"
+        for n, m in streams.items()
+        if m.progress_us is not None
+    ]
+    return ("\n".join(out) + "\n").encode()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _number(value: str | None) -> float:
+    try:
+        return float(value) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value, escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

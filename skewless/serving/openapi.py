@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from skewless.registry import Registry
+from skewless.streams.model import CREATED, Stream
+from skewless.streams.validate import MAX_KEY_BYTES
 
 VALUE = {
     "description": "A feature value with its type kept: integer, number, string, boolean or null.",
@@ -38,6 +40,9 @@ _ERROR = {
                         "duplicate_feature",
                         "unknown_feature",
                         "unknown_feature_service",
+                        "unknown_stream",
+                        "invalid_event",
+                        "too_many_events",
                         "missing_entity_key",
                         "data_error",
                         "stale_value",
@@ -49,13 +54,17 @@ _ERROR = {
                         "not_found",
                         "method_not_allowed",
                         "redis_unavailable",
+                        "postgres_unavailable",
                         "internal_error",
                     ],
                 },
                 "message": {"type": "string", "description": "One line meant for a person."},
                 "field": {
                     "type": "string",
-                    "description": "Where in the request: `entities[3].carrier`, `features[1]`, `now`.",
+                    "description": (
+                        "Where in the request: `entities[3].carrier`, `features[1]`, `now`, "
+                        "`events[2].event_time`."
+                    ),
                 },
             },
         }
@@ -136,9 +145,11 @@ def spec(
     max_entities: int,
     registry: Registry | None = None,
     auth: bool = False,
+    max_events: int = 10_000,
 ) -> dict[str, Any]:
     """The document, with the server's request bounds and `registry`'s examples written into it;
-    `auth`: the server requires bearer tokens."""
+    `auth`: the server requires bearer tokens. Each of `registry`'s streams gets its own
+    `POST /events/<stream>` with the stream's columns as the event schema."""
     request_body: dict[str, Any] = {
         "schema": {"$ref": "#/components/schemas/OnlineFeaturesRequest"}
     }
@@ -147,7 +158,112 @@ def spec(
     document = _document(max_body_bytes, max_entities, request_body, auth)
     if registry is not None:
         _served_names(document["components"]["schemas"]["OnlineFeaturesRequest"], registry)
+        for stream in registry.streams.values():
+            _add_stream(document, stream, max_body_bytes, max_events, auth)
     return document
+
+
+_INTEGER_BITS = {"bigint": 63, "integer": 31, "smallint": 15}
+
+
+def _column_schema(dtype: str, required: bool, bounded: bool) -> dict[str, Any]:
+    """The JSON schema of one event column, as `skewless.streams.validate` (JSON form) takes it."""
+    schema: dict[str, Any]
+    if dtype in _INTEGER_BITS:
+        bits = _INTEGER_BITS[dtype]
+        schema = {"type": "integer", "minimum": -(1 << bits), "maximum": (1 << bits) - 1}
+    elif dtype == "double precision":
+        schema = {"type": "number"}
+    elif dtype == "boolean":
+        schema = {"type": "boolean"}
+    elif dtype == "timestamptz":
+        schema = {"type": "string", "format": "date-time"}
+    else:
+        schema = {"type": "string"}
+        if bounded:
+            schema.update(minLength=1, maxLength=MAX_KEY_BYTES)
+    schema["description"] = f"{dtype}" + ("" if required else "; null or absent: NULL")
+    if not required:
+        schema["type"] = [schema["type"], "null"]
+    return schema
+
+
+def _add_stream(
+    document: dict[str, Any], stream: Stream, max_body_bytes: int, max_events: int, auth: bool
+) -> None:
+    """`POST /events/<stream>` and its request schema (the stream's columns) in `document`."""
+    schemas = document["components"]["schemas"]
+    required = [*stream.keys, stream.event_id, stream.event_time]
+    bounded = {stream.event_id} | {
+        k for k, t in zip(stream.keys, stream.key_types, strict=True) if t == "text"
+    }
+    event = f"Event_{stream.name}"
+    schemas[event] = {
+        "type": "object",
+        "description": (
+            f"One event of stream {stream.name}: entity keys {', '.join(stream.keys)}, event id "
+            f"{stream.event_id} (one row per id: a repeated id is stored once), event time "
+            f"{stream.event_time} (ISO 8601 with an offset, not after the server's now). "
+            f"{CREATED} is stamped by the server."
+        ),
+        "required": required,
+        "additionalProperties": False,
+        "properties": {
+            column: _column_schema(dtype, column in required, column in bounded)
+            for column, dtype in stream.columns.items()
+            if column != CREATED
+        },
+    }
+    request = f"EventsRequest_{stream.name}"
+    schemas[request] = {
+        "type": "object",
+        "required": ["events"],
+        "additionalProperties": False,
+        "properties": {
+            "events": {
+                "type": "array",
+                "maxItems": max_events,
+                "items": {"$ref": f"#/components/schemas/{event}"},
+                "description": "The events; one bad event refuses them all (nothing is written).",
+            }
+        },
+    }
+    document["paths"][f"/events/{stream.name}"] = {
+        "post": _guarded(
+            {
+                "operationId": f"postEvents_{stream.name}",
+                "summary": f"Events of stream {stream.name}, into both stores",
+                "description": (
+                    f"{stream.description.strip()} Each event is appended once (by event id) to "
+                    f"the offline table {stream.relation} and applied to the online state of "
+                    "every aggregated view of the stream, as `push_events` and the stream "
+                    "worker write them. Sending the same events again changes nothing."
+                ).strip(),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{request}"}}
+                    },
+                },
+                "responses": {
+                    "200": _json("EventsAccepted", "Written to both stores"),
+                    "400": _error("The body is not JSON"),
+                    "404": _error("No such stream"),
+                    "413": _error(f"Body over {max_body_bytes} bytes or over {max_events} events"),
+                    "422": _error(
+                        "A field is missing or unknown, or an event is wrong (`field` names "
+                        "the event and column): a missing key, event id or event time, an "
+                        "unknown column, a wrong type, a time without an offset, an event "
+                        "time in the future; nothing was written"
+                    ),
+                    "503": _error(
+                        "The online or offline store is unavailable; send the same events again"
+                    ),
+                },
+            },
+            auth,
+        )
+    }
 
 
 def _served_names(request: dict[str, Any], registry: Registry) -> None:
@@ -244,7 +360,10 @@ def _document(
                 "get": _guarded(
                     {
                         "operationId": "metrics",
-                        "summary": "Prometheus metrics: requests, latency histogram, Redis errors",
+                        "summary": (
+                            "Prometheus metrics: requests, latency histogram, Redis errors, "
+                            "events accepted, and the stream workers' counters per stream"
+                        ),
                         "responses": {
                             "200": {
                                 "description": "Prometheus text exposition format 0.0.4",
@@ -279,8 +398,8 @@ def _document(
                     "scheme": "bearer",
                     "description": (
                         "`Authorization: Bearer <token>`, one of the tokens in the server's "
-                        "SKEWLESS_SERVE_TOKENS; required by /get-online-features, /features and "
-                        "/metrics when that variable is set"
+                        "SKEWLESS_SERVE_TOKENS; required by /get-online-features, /events/<stream>, "
+                        "/features and /metrics when that variable is set"
                     ),
                 }
             },
@@ -359,10 +478,24 @@ def _document(
                     "type": "object",
                     "required": ["views", "services"],
                     "properties": {
+                        "streams": _list_of(
+                            name=_STR,
+                            endpoint=_STR,
+                            keys={"type": "array", "items": _STR},
+                            event_id=_STR,
+                            event_time=_STR,
+                            columns={"type": "object", "additionalProperties": _STR},
+                            lateness_seconds={"type": "number"},
+                            redis_stream=_STR,
+                            owner=_STR,
+                            description=_STR,
+                        ),
                         "views": _list_of(
                             name=_STR,
                             version={"type": "integer"},
                             versioned_name=_STR,
+                            kind=_STR,
+                            stream={"type": ["string", "null"]},
                             latest={"type": "boolean"},
                             entity={"type": "array", "items": _STR},
                             ttl_seconds={"type": ["number", "null"]},
@@ -370,7 +503,11 @@ def _document(
                             owner=_STR,
                             description=_STR,
                             features=_list_of(
-                                name=_STR, reference=_STR, dtype=_STR, description=_STR
+                                name=_STR,
+                                reference=_STR,
+                                dtype=_STR,
+                                description=_STR,
+                                aggregation={"type": ["string", "null"]},
                             ),
                         ),
                         "services": _list_of(
@@ -378,6 +515,29 @@ def _document(
                             description=_STR,
                             features=_list_of(name=_STR, reference=_STR),
                         ),
+                    },
+                },
+                "EventsAccepted": {
+                    "type": "object",
+                    "required": ["stream", "received", "stored", "duplicates", "late"],
+                    "properties": {
+                        "stream": _STR,
+                        "received": {"type": "integer", "description": "Events in the request."},
+                        "stored": {
+                            "type": "integer",
+                            "description": "New event ids stored (both stores).",
+                        },
+                        "duplicates": {
+                            "type": "integer",
+                            "description": "Events whose id was already stored (unchanged).",
+                        },
+                        "late": {
+                            "type": "integer",
+                            "description": (
+                                "Events older than the stream's allowed lateness: stored and "
+                                "counted in every window still open, and measured."
+                            ),
+                        },
                     },
                 },
                 "Health": {

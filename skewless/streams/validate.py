@@ -8,25 +8,61 @@ ways events arrive:
   (`true`/`false` for booleans; an absent field is NULL).
 
 Every key column, the event id and the event time are required; payload columns may be absent or
-NULL. Unknown columns, wrong types, naive timestamps, non-finite floats and event times after
-"now" (the project clock, or the `now` the caller names) are refused with the row and column.
-`created_at` is never sent: the writer stamps it with the ingestion time.
+NULL. Missing means what it means on the batch path: `None`, `pandas.NA`, `NaT` and a float NaN
+(so a DataFrame's empty cells are NULLs); where a value is required, a missing one is refused.
+Refused, with the row and the column: unknown columns (`created_at` included: the writer stamps
+it with the ingestion time), wrong types (no silent conversion: `3.0` is not an integer, `"3"` is
+not a number outside the text form), naive timestamps, infinite numbers, event times after "now"
+(the project clock, or the `now` the caller names) or before `EARLIEST`, and event ids or text
+keys longer than `MAX_KEY_BYTES` (PostgreSQL indexes them).
+
+`check_event` answers the stored event or a `Problem` (a str naming the column);
+`validated_events` checks a batch and raises `EventError` (a DataError with `row` and `column`)
+for the first bad event, so a batch is all or nothing.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 
 import pandas as pd
 
 from skewless.errors import DataError
-from skewless.streams.model import CREATED, Stream
+from skewless.streams.model import CREATED, INTEGER_TYPES, Stream
 from skewless.validation import _MISSING, _Bad, _converter, _describe, is_missing
 
 PYTHON, JSON, TEXT = "python", "json", "text"
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+"""The earliest event time accepted: older instants are mistakes (a zero date, a unit error),
+and the oldest ones could not be read back in every session time zone."""
+MAX_KEY_BYTES = 512
+"""Longest event id and text key value, in UTF-8 bytes: they are indexed (the primary key, the
+keys + event time index), and a PostgreSQL index entry is at most ~2.7 kB."""
+
+
+class Problem(str):
+    """What is wrong with one event, as one line (`column origin is missing ...`); `column` names
+    the column, or is None when the event as a whole is wrong (not a mapping)."""
+
+    column: str | None
+
+    def __new__(cls, text: str, column: str | None = None) -> Problem:
+        self = super().__new__(cls, text)
+        self.column = column
+        return self
+
+
+class EventError(DataError):
+    """A batch refused for a bad event: `row` (its index in the batch) and `column` (None when the
+    row itself is not a mapping) name the first one; `problems` counts the bad events."""
+
+    def __init__(self, message: str, *, row: int, column: str | None, problems: int = 1):
+        super().__init__(message)
+        self.row, self.column, self.problems = row, column, problems
 
 
 def _from_text(dtype: str, *, form: str) -> Callable[[object], object]:
@@ -37,9 +73,18 @@ def _from_text(dtype: str, *, form: str) -> Callable[[object], object]:
         def instant(value: object) -> object:
             if isinstance(value, str):
                 try:
-                    value = datetime.fromisoformat(value)
+                    moment = datetime.fromisoformat(value)
                 except ValueError:
-                    raise _Bad(f"is {value!r}, not an ISO 8601 time with an offset") from None
+                    raise _Bad(
+                        f"is {value[:60]!r}, not an ISO 8601 time with an offset "
+                        "(e.g. 2013-06-01T12:00:00+00:00)"
+                    ) from None
+                if moment.tzinfo is None:
+                    raise _Bad(
+                        f"is {value[:60]!r}, a time without an offset (naive); add one, "
+                        "e.g. +00:00 or Z"
+                    )
+                return moment
             return base(value)
 
         return instant
@@ -59,44 +104,70 @@ def _from_text(dtype: str, *, form: str) -> Callable[[object], object]:
             if value == "":
                 return None
             try:
-                value = int(value) if dtype in ("bigint", "integer", "smallint") else float(value)
+                value = int(value) if dtype in INTEGER_TYPES else float(value)
             except ValueError:
-                raise _Bad(f"is {value!r}, not a number ({dtype})") from None
+                raise _Bad(f"is {value[:60]!r}, not a number ({dtype})") from None
         return base(value)
 
     return number
 
 
 @lru_cache(maxsize=64)
-def _rules(stream: Stream, form: str) -> tuple[tuple[str, Callable, bool], ...]:
-    required = {*stream.keys, stream.event_id, stream.event_time}
+def _rules(stream: Stream, form: str) -> tuple[tuple[str, Callable, str | None, bool], ...]:
+    """Per input column: (name, converter, why it is required or None, has a length bound)."""
+    why = {k: "a key column" for k in stream.keys}
+    why[stream.event_id] = "the event id"
+    why[stream.event_time] = "the event time"
+    bounded = {stream.event_id} | {
+        k for k, t in zip(stream.keys, stream.key_types, strict=True) if t == "text"
+    }
     return tuple(
         (
             column,
             _from_text(dtype, form=form) if form != PYTHON else _converter(dtype),
-            column in required,
+            why.get(column),
+            column in bounded,
         )
         for column, dtype in stream.columns.items()
         if column != CREATED
     )
 
 
+@lru_cache(maxsize=64)
+def _known(stream: Stream) -> frozenset[str]:
+    return frozenset(stream.input_columns)
+
+
+def _unknown(stream: Stream, record: Mapping[str, object]) -> Problem:
+    known = _known(stream)
+    unknown = [c for c in record if c not in known]
+    first = unknown[0]
+    columns = ", ".join(stream.input_columns)
+    if first == CREATED:
+        return Problem(
+            f"column {CREATED} is not sent: the writer stamps it with the ingestion time "
+            f"(the stream takes {columns})",
+            CREATED,
+        )
+    shown = ", ".join(repr(c)[:60] for c in unknown[:5])
+    return Problem(
+        f"column {str(first)[:60]} is not a column of stream {stream.name} (unknown: {shown}; "
+        f"it takes {columns})",
+        str(first),
+    )
+
+
 def check_event(
     stream: Stream, record: Mapping[str, object], now: datetime, *, form: str = PYTHON
-) -> dict[str, object] | str:
-    """The event as stored (column -> value), or what is wrong with it (`column <name> ...`)."""
+) -> dict[str, object] | Problem:
+    """The event as stored (column -> value), or what is wrong with it: a `Problem`, a str such
+    as `column origin is ...`, whose `column` names the column."""
     if not isinstance(record, Mapping):
-        return f"is a {type(record).__name__}, not a mapping of column to value"
-    rules = _rules(stream, form)
-    known = {c for c, _, _ in rules}
-    unknown = [c for c in record if c not in known]
-    if unknown:
-        return (
-            f"has column(s) {unknown} the stream does not have (it takes "
-            f"{list(known)}; {CREATED} is stamped on ingestion)"
-        )
+        return Problem(f"is {_describe(record)}, not a mapping of column to value")
+    if not record.keys() <= _known(stream):
+        return _unknown(stream, record)
     event: dict[str, object] = {}
-    for column, convert, required in rules:
+    for column, convert, required, bounded in _rules(stream, form):
         raw = record.get(column)
         try:
             if raw is None or (form != TEXT and is_missing(raw)):
@@ -105,20 +176,41 @@ def check_event(
                 value = convert(raw)
                 if value is _MISSING:
                     value = None
-            if value is None and required:
-                raise _Bad(f"must not be missing, got {raw!r}")
-            if isinstance(value, float) and not math.isfinite(value):
+            if value is None:
+                if required:
+                    got = "absent" if column not in record else f"{_describe(raw)}"
+                    raise _Bad(f"is missing ({got}); every event needs {required}")
+            elif type(value) is float and not math.isfinite(value):
                 raise _Bad(f"is {value!r}; stream values must be finite numbers")
-            if column == stream.event_id and value == "":
-                raise _Bad("must not be empty")
+            elif bounded:
+                if value == "":
+                    raise _Bad(f"must not be empty ({required})")
+                if len(value) > MAX_KEY_BYTES // 4 and len(value.encode()) > MAX_KEY_BYTES:  # type: ignore[arg-type]
+                    raise _Bad(
+                        f"is {len(value.encode())} bytes long; {required} may take at most "  # type: ignore[union-attr]
+                        f"{MAX_KEY_BYTES} bytes (UTF-8)"
+                    )
         except _Bad as bad:
-            return f"column {column} {bad}"
+            hint = ""
+            if form == PYTHON and type(raw) is float and stream.columns[column] in INTEGER_TYPES:
+                hint = (
+                    " (a pandas integer column with missing values turns float: give it the "
+                    "nullable Int64 dtype)"
+                )
+            return Problem(f"column {column} {bad}{hint}", column)
         event[column] = value
-    when = event[stream.event_time]
-    if when > now:  # type: ignore[operator]
-        return (
-            f"column {stream.event_time} is {when}, after now ({now.isoformat()}): an event from "
-            "the future is never written"
+    when: datetime = event[stream.event_time]  # type: ignore[assignment]
+    if when > now:
+        return Problem(
+            f"column {stream.event_time} is {when.isoformat()}, after now ({now.isoformat()}): "
+            "an event from the future is never written",
+            stream.event_time,
+        )
+    if when < EARLIEST:
+        return Problem(
+            f"column {stream.event_time} is {when.isoformat()}, before "
+            f"{EARLIEST.isoformat()}, the earliest event time accepted",
+            stream.event_time,
         )
     return event
 
@@ -131,23 +223,40 @@ def validated_events(
     form: str = PYTHON,
     source: str = "push_events",
 ) -> list[dict[str, object]]:
-    """Every event checked; one bad event raises DataError naming its row and column, and then
-    nothing is written."""
+    """Every event checked; one bad event raises EventError (a DataError) naming its row and
+    column, and then nothing is written."""
     where = f"{source} to stream {stream.name}"
+    if not isinstance(now, datetime) or now.tzinfo is None:
+        raise DataError(f"{where}: now must be a datetime with a time zone, got {now!r}")
     if isinstance(rows, pd.DataFrame):
+        if isinstance(rows.columns, pd.MultiIndex):
+            raise DataError(f"{where}: rows has MultiIndex columns; give one level of names")
+        twice = rows.columns[rows.columns.duplicated()].unique().tolist()
+        if twice:
+            raise DataError(f"{where}: rows has duplicated column(s) {twice}")
         rows = rows.to_dict("records")
     elif isinstance(rows, Mapping | str | bytes) or not isinstance(rows, Sequence):
         raise DataError(
             f"{where}: rows must be a DataFrame or a list of mappings, got {_describe(rows)}"
         )
-    events, problems = [], []
+    events: list[dict[str, object]] = []
+    first: tuple[int, Problem] | None = None
+    bad = 0
     for i, record in enumerate(rows):
         checked = check_event(stream, record, now, form=form)
-        if isinstance(checked, str):
-            problems.append(f"row {i} {checked}")
+        if isinstance(checked, Problem):
+            bad += 1
+            if first is None:
+                first = (i, checked)
         else:
             events.append(checked)
-    if problems:
-        more = f" ({len(problems) - 1} more bad row(s))" if len(problems) > 1 else ""
-        raise DataError(f"{where}: {problems[0]}{more}; nothing was written")
+    if first is not None:
+        row, problem = first
+        more = f" ({bad - 1} more bad row(s))" if bad > 1 else ""
+        raise EventError(
+            f"{where}: row {row} {problem}{more}; nothing was written",
+            row=row,
+            column=problem.column,
+            problems=bad,
+        )
     return events
