@@ -261,6 +261,227 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
+def _seconds(text: str) -> float:
+    """`10s`, `500ms`, `2m` or a number of seconds."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: 10s, 500ms, 2m")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number}: at least 1")
+    return number
+
+
+def _stream_servers(name: str = "skewless-stream"):
+    """PostgreSQL URL, a Redis client for a long-running consumer (named `name` in CLIENT LIST),
+    the published registry."""
+    import redis
+
+    from skewless.registry.published import PublishedRegistry
+    from skewless.services import services
+
+    found = services()
+    client = redis.Redis.from_url(
+        found.redis_url,
+        socket_timeout=30,
+        socket_connect_timeout=10,
+        health_check_interval=30,
+        client_name=name,
+    )
+    return found.postgres_url, client, PublishedRegistry(found.postgres_url)
+
+
+def _stream(args: argparse.Namespace) -> int:
+    import signal
+
+    from skewless.config import settings
+    from skewless.errors import DefinitionError
+    from skewless.progress import log
+    from skewless.registry.published import NothingPublished
+    from skewless.streams.worker import Worker
+
+    postgres_url, client, published = _stream_servers(
+        f"skewless-stream-{args.consumer}" if args.consumer else "skewless-stream"
+    )
+    worker = Worker(
+        postgres_url,
+        client,
+        settings().namespace,
+        registry_source=published,
+        streams=args.stream,
+        consumer=args.consumer,
+        batch=args.batch,
+        claim_idle_ms=int(args.claim_idle * 1000),
+    )
+    try:
+        names = [s.name for s in worker.check()]
+    except NothingPublished:
+        names = None  # the worker waits for a publish, and says so
+    except DefinitionError:
+        raise
+    previous = {s: signal.signal(s, worker.stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    what = ", ".join(names) if names else ("no stream yet" if names is None else "no stream")
+    log.info(
+        f"stream worker {worker.consumer} on {what} (namespace {worker.namespace}, batch "
+        f"{worker.batch}, claims entries idle {args.claim_idle:g} s); SIGTERM or Ctrl-C stops it"
+    )
+    try:
+        counters = worker.run(until_idle=args.until_idle)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        worker.close()
+        published.close()
+        client.close()
+    log.info(
+        f"stream worker {worker.consumer} stopped: {counters.ingested:,} events ingested, "
+        f"{counters.duplicates:,} duplicates, {counters.late:,} late, {counters.dead:,} "
+        "dead-lettered"
+    )
+    return 0
+
+
+def stream_status(client, namespace: str, streams) -> list[dict]:
+    """Per stream: its Redis Stream, length, pending, consumers, dead letters and metrics."""
+    import redis
+
+    from skewless.streams.worker import GROUP, dead_letter_key, metrics_key, stream_key
+
+    def text(v):
+        return v.decode() if isinstance(v, bytes) else v
+
+    out = []
+    for stream in streams:
+        key = stream_key(namespace, stream)
+        pipe = client.pipeline(transaction=False)
+        pipe.xlen(key)
+        pipe.xlen(dead_letter_key(namespace, stream))
+        pipe.hgetall(metrics_key(namespace, stream.name))
+        length, dead, metrics = pipe.execute()
+        pending, consumers, group_lag = 0, [], None
+        try:
+            groups = client.xinfo_groups(key)
+        except redis.ResponseError:  # no such key: nothing was ever sent or read
+            groups = []
+        for group in groups:
+            if text(group["name"]) != GROUP:
+                continue
+            pending = int(group["pending"])
+            group_lag = group.get("lag")  # Redis 7: entries not yet delivered
+            for c in client.xinfo_consumers(key, GROUP):
+                consumers.append(
+                    {
+                        "name": text(c["name"]),
+                        "pending": int(c["pending"]),
+                        "idle_ms": int(c["idle"]),
+                    }
+                )
+        out.append(
+            {
+                "stream": stream.name,
+                "key": key,
+                "length": int(length),
+                "pending": pending,
+                "undelivered": None if group_lag is None else int(group_lag),
+                "consumers": consumers,
+                "dead_letter_key": dead_letter_key(namespace, stream),
+                "dead_letters": int(dead),
+                "metrics": {text(k): int(v) for k, v in metrics.items()},
+            }
+        )
+    return out
+
+
+def _stream_status(args: argparse.Namespace) -> int:
+    import json
+
+    from skewless.config import settings
+
+    _, client, published = _stream_servers()
+    try:
+        registry = published()
+        streams = (
+            [registry.stream(n) for n in args.stream]
+            if args.stream
+            else list(registry.streams.values())
+        )
+        rows = stream_status(client, settings().namespace, streams)
+    finally:
+        published.close()
+        client.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("the published registry declares no stream")
+    for r in rows:
+        m = r["metrics"]
+        consumers = ", ".join(
+            f"{c['name']} ({c['pending']:,} pending, idle {c['idle_ms'] / 1000:.1f} s)"
+            for c in r["consumers"]
+        )
+        undelivered = "" if r["undelivered"] is None else f", {r['undelivered']:,} not yet read"
+        print(f"{r['stream']}  (Redis Stream {r['key']})")
+        print(f"  length {r['length']:,}, pending {r['pending']:,}{undelivered}")
+        print(f"  consumers: {len(r['consumers'])}{': ' + consumers if consumers else ''}")
+        print(f"  dead letters: {r['dead_letters']:,} ({r['dead_letter_key']})")
+        if m:
+            import time
+
+            age = ""
+            if "updated_ms" in m:
+                age = f", last batch {max(0, time.time() - m['updated_ms'] / 1000):.1f} s ago"
+            print(
+                f"  ingested {m.get('ingested', 0):,}, duplicates {m.get('duplicates', 0):,}, "
+                f"late {m.get('late', 0):,}, dead {m.get('dead', 0):,}, batches "
+                f"{m.get('batches', 0):,}, lag {m.get('lag_ms', 0):,} ms{age}"
+            )
+        else:
+            print("  no batch processed yet")
+    return 0
+
+
+def _stream_rebuild(args: argparse.Namespace) -> int:
+    from skewless import clock
+    from skewless.config import settings
+    from skewless.errors import DefinitionError
+    from skewless.progress import log
+    from skewless.streams.rebuild import rebuild
+
+    postgres_url, client, published = _stream_servers()
+    try:
+        view = published().view(args.view)
+        if view.aggregation is None:
+            raise DefinitionError(
+                f"{view.versioned_name} is not an aggregated view: only those have online state "
+                "built from a stream's event table"
+            )
+        import psycopg
+
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            result = rebuild(conn, client, settings().namespace, view, clock.now())
+    finally:
+        published.close()
+        client.close()
+    table = view.aggregation.stream.relation
+    log.info(
+        f"rebuilt {result.view}'s online state as of {result.now.isoformat()}: removed "
+        f"{result.deleted:,} keys, applied {result.events:,} events of {table} to "
+        f"{result.keys:,} entities"
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skewless", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -393,6 +614,50 @@ def parser() -> argparse.ArgumentParser:
         help="seconds a request may take to arrive whole (408 after; default 10)",
     )
     serve.set_defaults(fn=_serve)
+    stream = sub.add_parser(
+        "stream",
+        help="run the stream worker: events XADDed to the published streams' Redis Streams into "
+        "both stores (consumer group; SIGTERM or Ctrl-C stops it); `status`, `rebuild <view>`",
+    )
+    stream.add_argument(
+        "--stream",
+        action="append",
+        help="read only this stream (repeatable; default: every published stream)",
+    )
+    stream.add_argument(
+        "--consumer",
+        help="consumer name in the group (default <host>-<pid>); a worker restarted with the same "
+        "name takes its unacknowledged entries back at once",
+    )
+    stream.add_argument(
+        "--batch", type=_positive, default=5000, help="most entries per micro-batch (default 5000)"
+    )
+    stream.add_argument(
+        "--claim-idle",
+        type=_seconds,
+        default=10.0,
+        help="claim another worker's entries pending this long (default 10s): a stopped worker's",
+    )
+    stream.add_argument(
+        "--until-idle", action="store_true", help="stop once nothing is left to read"
+    )
+    stream.set_defaults(fn=_stream)
+    ssub = stream.add_subparsers(dest="stream_command")
+    status = ssub.add_parser(
+        "status",
+        help="per stream: Redis Stream, length, pending, consumers, dead letters and the worker "
+        "metrics (ingested, late, dead, lag)",
+    )
+    status.add_argument("--stream", action="append", help="only this stream (repeatable)")
+    status.add_argument("--json", action="store_true", help="as JSON")
+    status.set_defaults(fn=_stream_status)
+    rebuild = ssub.add_parser(
+        "rebuild",
+        help="rebuild an aggregated view's online state from its stream's event table (after "
+        "Redis lost it, or for a new aggregation over past events)",
+    )
+    rebuild.add_argument("view", help="`origin_live_departures` (latest) or `..._v1`")
+    rebuild.set_defaults(fn=_stream_rebuild)
     return p
 
 

@@ -1,13 +1,18 @@
-"""The Dagster UI of a state folder: dagster-webserver and dagster-daemon, supervised.
+"""The Dagster UI of a state folder: dagster-webserver and dagster-daemon, supervised, with a
+stream worker.
 
 `skewless ui` starts the two Dagster services itself (what `dagster dev` does, without its
-superseded command): both in one process group of their own, so the code servers and run workers
-they start are in it too. It records them in `<state>/ui/ui.json` (PID, executable and start time of
-itself and of both services, and the group), and when it gets SIGINT, SIGTERM or SIGHUP (Ctrl-C,
-`kill`, a closed terminal, `skewless down`) it passes SIGINT to the whole group (what Ctrl-C does
-to `dagster dev`: runs in progress are marked interrupted), waits, then kills what is left, group
-and descendants alike. Both services also get SIGTERM from the kernel if `skewless ui` itself dies
-(`PR_SET_PDEATHSIG`), so even a SIGKILL leaves no webserver or daemon behind.
+superseded command) and a stream worker (`skewless stream`, which moves events XADDed to the
+published streams into both stores): all three in one process group of their own, so the code
+servers and run workers they start are in it too, and all three write to this command's terminal.
+It records them in `<state>/ui/ui.json` (PID, executable and start time of itself and of each
+service, and the group), and when it gets SIGINT, SIGTERM or SIGHUP (Ctrl-C, `kill`, a closed
+terminal, `skewless down`) it passes SIGINT to the whole group (what Ctrl-C does to `dagster dev`:
+runs in progress are marked interrupted; the worker finishes its batch), waits, then kills what is
+left, group and descendants alike. The services also get SIGTERM from the kernel if `skewless ui`
+itself dies (`PR_SET_PDEATHSIG`), so even a SIGKILL leaves no webserver, daemon or worker behind.
+The worker outlives server outages itself (it retries); if it exits anyway, it is started again
+after a pause that doubles up to a minute, and the exit is logged.
 
 `stop(state_dir)` (used by `skewless down`) stops a recorded UI, after checking that each recorded
 PID still is the recorded process.
@@ -35,6 +40,10 @@ from skewless.services.process import Recorded, wait_gone
 
 GRACE_S = 20.0
 """How long the services may take to stop after SIGINT before they are killed."""
+SERVICES = ("webserver", "daemon", "stream")
+"""What `ui.json` records besides the supervisor."""
+STREAM_RESTART_S = (5.0, 60.0)
+"""The stream worker is started again this long after it exited, doubling up to the second."""
 
 BETA_NOTE = "ignore:Parameter `backfill_policy` of function `asset` is currently in beta"
 """assets/raw.py uses `backfill_policy` on purpose (a year of daily partitions is one run): the
@@ -193,12 +202,23 @@ def run(host: str, port: int) -> int:
         process_group=pgid,
         **common,
     )
+    consumer = f"ui-{socket.gethostname()}"  # the same after a restart: takes its pending back
+
+    def start_worker() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "skewless.cli", "stream", "--consumer", consumer],
+            process_group=pgid,
+            **common,
+        )
+
+    worker = start_worker()
     record = {
         "supervisor": _as_entry(Recorded.of(os.getpid())),
         "pgid": pgid,
         "url": url,
         "webserver": _as_entry(Recorded.of(webserver.pid)),
         "daemon": _as_entry(Recorded.of(daemon.pid)),
+        "stream": _as_entry(Recorded.of(worker.pid)),
     }
     path = record_file(cfg.state_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,13 +239,25 @@ def run(host: str, port: int) -> int:
     try:
         log.info(
             f"starting the Dagster UI on {url}: webserver PID {webserver.pid}, daemon PID "
-            f"{daemon.pid}, state {cfg.state_dir}"
+            f"{daemon.pid}, stream worker PID {worker.pid}, state {cfg.state_dir}"
         )
+        restart_in, restart_at = STREAM_RESTART_S[0], None
         while stop["signal"] is None:
             for proc, name in ((webserver, "dagster-webserver"), (daemon, "dagster-daemon")):
                 if proc.poll() is not None:
                     log.error(f"{name} exited with code {proc.returncode}; stopping the UI")
                     stop["signal"], code = -1, 1
+            if stop["signal"] is None and restart_at is None and worker.poll() is not None:
+                restart_at = time.monotonic() + restart_in
+                log.error(
+                    f"the stream worker exited with code {worker.returncode}; starting it again "
+                    f"in {restart_in:.0f} s"
+                )
+                restart_in = min(restart_in * 2, STREAM_RESTART_S[1])
+            if stop["signal"] is None and restart_at is not None and time.monotonic() >= restart_at:
+                restart_at, worker = None, start_worker()
+                record["stream"] = _as_entry(Recorded.of(worker.pid))
+                path.write_text(json.dumps(record))
             with contextlib.suppress(psutil.Error):
                 for child in psutil.Process().children(recursive=True):
                     seen.setdefault(child.pid, child)
@@ -240,18 +272,20 @@ def run(host: str, port: int) -> int:
             log.info(f"stopping the Dagster UI ({signal.Signals(stop['signal']).name})")
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
-        # the services first, so they stop their code servers themselves; then whatever is left
-        for proc in (webserver, daemon):
+        # the services first, so they stop their code servers themselves (the worker its batch);
+        # then whatever is left
+        for proc in (webserver, daemon, worker):
             with contextlib.suppress(OSError):
-                proc.send_signal(signal.SIGINT)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + GRACE_S / 2
-        for proc in (webserver, daemon):
+        for proc in (webserver, daemon, worker):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.1, deadline - time.monotonic()))
         killed = _reap(pgid, list(seen.values()), GRACE_S / 2)
         if killed:
             log.info(f"killed what did not stop in {GRACE_S:.0f} s: {'; '.join(killed)}")
-        for proc in (webserver, daemon):
+        for proc in (webserver, daemon, worker):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(1)
         log.info("Dagster UI stopped")
@@ -271,7 +305,7 @@ def stop(state_dir: Path, timeout: float = GRACE_S + 15) -> list[str]:
         return []
     said = []
     supervisor = _recorded(data.get("supervisor"))
-    services = {name: _recorded(data.get(name)) for name in ("webserver", "daemon")}
+    services = {name: _recorded(data.get(name)) for name in SERVICES}
     if supervisor is not None and supervisor.is_running():
         os.kill(supervisor.pid, signal.SIGTERM)  # it stops its own group, then exits
         if wait_gone(supervisor.pid, timeout):

@@ -1,31 +1,49 @@
 """`skewless stream`: the worker that moves events from Redis Streams into both stores.
 
 Producers XADD events to a stream's Redis Stream (`<namespace>:<redis_stream>`, one field per
-column, values as text). Workers read it with one consumer group (`skewless`): several workers
-share a stream, each entry goes to one of them, and an entry a worker read but never acknowledged
-(it crashed) is claimed by another once it has been idle for `claim_idle` (XAUTOCLAIM). A restarted
-worker with the same consumer name takes its own pending entries back first.
+column, values as text). Workers read it with one consumer group (`skewless`, created at the
+stream's first entry, so what producers sent before any worker ran is read too): several workers
+share a stream and each entry goes to one of them.
 
-Per micro-batch: every entry is checked (`validate.check_event`, text form); a bad one goes to the
-dead-letter stream `<stream key>:dead` with the reason and its fields, and is acknowledged; the
-good ones go through `ingest` (offline table committed, then online state); only then are the
-entries acknowledged (XACK). A crash anywhere before XACK redelivers the batch, which the
-idempotent writes absorb: no event lost, none counted twice, in either store.
+Delivery is at least once; the writes are idempotent, so the results are exactly once:
+- an entry stays pending (in the group's pending list) until the events of its batch are in both
+  stores; only then is it acknowledged (XACK). A worker killed anywhere before that leaves it
+  pending;
+- a restarted worker with the same consumer name (`--consumer`) reads its own pending entries
+  first (XREADGROUP from id 0);
+- the pending entries of a worker that is gone are claimed by the others once idle for
+  `claim_idle_ms` (XAUTOCLAIM ... JUSTID into the claimer's own pending list, then read as above);
+- the offline table keeps one row per event id and the online state is a set of events, so a batch
+  processed twice changes nothing the second time.
 
-The worker logs its rate and lag, and keeps counters in `<namespace>:stream-metrics:{<stream>}`
-(a hash: ingested, duplicates, late, dead, batches, lag_ms) that `skewless serve`'s /metrics
-exposes. Acknowledged entries are trimmed from the Redis Stream, so it stays bounded.
+Per micro-batch: every entry is checked (`validate.check_event`, text form). A bad one (missing
+key, wrong type, naive timestamp, unknown column, event time in the future, not UTF-8, deleted from
+the stream before it was read) goes to the dead-letter stream `<stream key>:dead` with `reason`,
+`entry_id` and the entry's own fields (a field named `reason`, `entry_id` or `stream` is
+kept as `field:<name>`), and is acknowledged with the rest: it never blocks the batch. The good ones
+go through `ingest` (offline table committed, then online state); an event PostgreSQL itself
+refuses (a data error) is isolated by splitting the batch and dead-lettered alone.
+
+Outages: a PostgreSQL or Redis error leaves the batch pending; the worker logs it, backs off
+(0.5 s doubling up to 30 s), reconnects, re-reads its own pending entries and goes on. Nothing is
+acknowledged that is not in both stores; nothing is lost.
+
+The worker keeps counters in `<namespace>:stream-metrics:{<stream>}` (a hash: ingested,
+duplicates, late, dead, batches, lag_ms, updated_ms) and logs its rate and lag. Acknowledged
+entries are trimmed from the Redis Stream (XTRIM MINID below the oldest entry any consumer group
+still needs, computed and applied in one script), so it stays bounded and an unacknowledged entry
+is never trimmed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,9 +51,11 @@ import psycopg
 import redis
 
 from skewless import clock
+from skewless.errors import ServiceUnavailable
 from skewless.online import codec
 from skewless.registry import Registry
-from skewless.streams.ingest import ingest
+from skewless.streams import ingest as ingest_module
+from skewless.streams.ingest import IngestResult, ingest
 from skewless.streams.model import Stream
 from skewless.streams.state import mark
 from skewless.streams.validate import TEXT, check_event
@@ -43,6 +63,16 @@ from skewless.streams.validate import TEXT, check_event
 log = logging.getLogger("skewless.stream")
 
 GROUP = "skewless"
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 30.0
+DEAD_LETTER_MAXLEN = 100_000
+"""The dead-letter stream keeps about this many newest entries."""
+DELETED = (
+    "the entry was deleted from the Redis Stream before it was ingested (XTRIM, XDEL or an XADD "
+    "with MAXLEN); its fields are gone"
+)
+_META = ("reason", "entry_id", "stream")
+"""The dead-letter entry's own fields; an entry field of the same name is kept as `field:<name>`."""
 
 
 def stream_key(namespace: str, stream: Stream) -> str:
@@ -67,6 +97,42 @@ def ensure_group(client: redis.Redis, key: str) -> None:
             raise
 
 
+TRIM_SCRIPT = """
+-- Trim the entries every consumer group of the stream has acknowledged: for each group, the
+-- oldest entry it still needs is its oldest pending entry, or (none pending) the one after its
+-- last delivered entry; XTRIM MINID drops only entries below the lowest of these.
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function below(a, b)
+  local ams, aseq = parse(a)
+  local bms, bseq = parse(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local bound = nil
+for _, g in ipairs(groups) do
+  local name, last = nil, nil
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  local pending = redis.call('XPENDING', KEYS[1], name)
+  local needed = last
+  if pending[1] > 0 and below(pending[2], needed) then needed = pending[2] end
+  if bound == nil or below(needed, bound) then bound = needed end
+end
+if bound == nil or bound == '0-0' then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', bound)
+"""
+
+
+def trim(client: redis.Redis, key: str) -> int:
+    """Drop acknowledged entries (never one some consumer group has not acknowledged)."""
+    return int(client.eval(TRIM_SCRIPT, 1, key) or 0)
+
+
 @dataclass
 class Counters:
     ingested: int = 0
@@ -74,12 +140,29 @@ class Counters:
     late: int = 0
     dead: int = 0
     batches: int = 0
+    entries: int = 0
+    """Entries acknowledged (ingested, duplicates and dead-lettered)."""
     last_lag_ms: int = 0
     by_stream: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class _Batch:
+    """One stream's entries read in one step."""
+
+    stream: Stream
+    key: str
+    entries: list
+
+
+def transient(exc: BaseException) -> bool:
+    """An error of a server or the network, which the worker outlives by retrying: the entries
+    stay pending until they are in both stores."""
+    return isinstance(exc, redis.RedisError | psycopg.Error | ServiceUnavailable | OSError)
+
+
 class Worker:
-    """One consumer of every declared stream (or those named)."""
+    """One consumer of every published stream (or those named)."""
 
     def __init__(
         self,
@@ -93,7 +176,8 @@ class Worker:
         batch: int = 5000,
         block_ms: int = 50,
         claim_idle_ms: int = 10_000,
-        registry_source=None,
+        registry_source: Callable[[], Registry] | None = None,
+        trim_every: float = 1.0,
     ):
         self.postgres_url = postgres_url
         self.client = client
@@ -105,13 +189,20 @@ class Worker:
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
+        self.trim_every = trim_every
         self.counters = Counters()
         self.stopping = threading.Event()
         self._conn: psycopg.Connection | None = None
         self._groups: set[str] = set()
         self._own_pending_done: set[str] = set()
-        self._last_claim = 0.0
-        self._last_trim = 0.0
+        self._last_claim = float("-inf")
+        self._last_trim = float("-inf")
+        self._trim_due = False
+        self._last_mark = float("-inf")
+        self._lag_reported = False
+        self._said: set[str] = set()
+
+    # -- what to read ---------------------------------------------------------------------------
 
     @property
     def registry(self) -> Registry:
@@ -120,55 +211,100 @@ class Worker:
         assert self._registry is not None
         return self._registry
 
-    def streams(self) -> list[Stream]:
-        found = list(self.registry.streams.values())
+    def streams(self, registry: Registry | None = None) -> list[Stream]:
+        """The streams this worker reads: every one the registry declares, or those named (a
+        named one the registry lacks fails here: `check()` before running)."""
+        registry = registry or self.registry
+        found = list(registry.streams.values())
         if self.only:
             for name in self.only:
-                self.registry.stream(name)  # unknown names fail loudly
+                registry.stream(name)  # unknown names fail loudly
             found = [s for s in found if s.name in self.only]
         return found
+
+    def check(self) -> list[Stream]:
+        """The streams, or DefinitionError for a named stream that is not published."""
+        return self.streams()
+
+    def _current(self) -> tuple[Registry | None, dict[str, Stream]]:
+        """The registry and this step's streams by Redis key; none (logged once) while nothing is
+        published or a named stream is not (any more)."""
+        from skewless.registry.published import NothingPublished
+
+        try:
+            registry = self.registry
+        except NothingPublished:
+            self._say_once(
+                "nothing-published",
+                "nothing is published yet: the stream worker waits for `skewless apply`",
+            )
+            return None, {}
+        streams = list(registry.streams.values())
+        if self.only:
+            missing = [n for n in self.only if n not in registry.streams]
+            if missing:
+                self._say_once(
+                    f"missing {missing}",
+                    f"stream(s) {missing} are not in the published registry: not read until "
+                    "they are published again",
+                    level=logging.WARNING,
+                )
+            streams = [s for s in streams if s.name in self.only]
+        if not streams:
+            self._say_once("no-streams", "the published registry declares no stream to read")
+        return registry, {stream_key(self.namespace, s): s for s in streams}
+
+    def _say_once(self, what: str, message: str, level: int = logging.INFO) -> None:
+        if what not in self._said:
+            self._said.add(what)
+            log.log(level, message)
 
     @property
     def conn(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.postgres_url, autocommit=True)
+            self._conn = psycopg.connect(
+                self.postgres_url,
+                autocommit=True,
+                connect_timeout=10,
+                application_name=f"skewless stream {self.consumer}"[:63],
+            )
         return self._conn
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
 
     # -- one step -------------------------------------------------------------------------------
 
     def step(self) -> int:
-        """Read and process at most one batch per stream; returns entries handled."""
-        handled = 0
-        by_key = {stream_key(self.namespace, s): s for s in self.streams()}
+        """Read and process at most one batch per stream; returns the entries handled
+        (acknowledged: ingested, duplicates and dead-lettered)."""
+        registry, by_key = self._current()
+        if not by_key:
+            self.stopping.wait(1.0)
+            return 0
         for key in by_key:
             if key not in self._groups:
                 ensure_group(self.client, key)
                 self._groups.add(key)
-        entries: list[tuple[str, list]] = []
-        # a restarted worker first takes back what it read before and never acknowledged
-        for key in by_key:
+        if time.monotonic() - self._last_claim >= max(self.claim_idle_ms / 4000, 0.2):
+            self._last_claim = time.monotonic()
+            for key in by_key:
+                self._claim(key)
+        batches: list[_Batch] = []
+        # a restarted worker (and one that claimed entries) first takes what it read and never
+        # acknowledged: history of its own pending list, from id 0
+        for key, stream in by_key.items():
             if key not in self._own_pending_done:
                 reply = self.client.xreadgroup(GROUP, self.consumer, {key: "0"}, count=self.batch)
                 mine = reply[0][1] if reply else []
                 if mine:
-                    entries.append((key, mine))
+                    batches.append(_Batch(stream, key, mine))
                 else:
                     self._own_pending_done.add(key)
-        if time.monotonic() - self._last_claim > max(self.claim_idle_ms / 4000, 0.2):
-            self._last_claim = time.monotonic()
-            for key in by_key:
-                claimed = self.client.xautoclaim(
-                    key, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
-                )
-                got = [e for e in claimed[1] if e and e[1] is not None]
-                if got:
-                    log.info(f"claimed {len(got)} idle entries of {key} from a stopped worker")
-                    entries.append((key, got))
-        if not entries:
+        if not batches:
             reply = self.client.xreadgroup(
                 GROUP,
                 self.consumer,
@@ -176,107 +312,207 @@ class Worker:
                 count=self.batch,
                 block=self.block_ms,
             )
-            entries = [(k.decode() if isinstance(k, bytes) else k, e) for k, e in reply or []]
-        now = clock.now()
-        for key, batch in entries:
-            handled += self._process(by_key[key], key, batch, now)
-        if not entries:
-            for stream in by_key.values():
-                mark(self.client, self.namespace, stream.name, codec.micros(now))
-        if time.monotonic() - self._last_trim > 5:
+            for k, entries in reply or []:
+                key = _text(k)
+                if entries:
+                    batches.append(_Batch(by_key[key], key, entries))
+        now = clock.now(fresh=True)  # after the read: an event is never judged by an older clock
+        handled = 0
+        assert registry is not None
+        for b in batches:
+            handled += self._process(registry, b, now)
+        if handled:
+            self._trim_due = True
+        elif time.monotonic() - self._last_mark >= 0.25:
+            self._idle(by_key.values(), now)
+        if self._trim_due and time.monotonic() - self._last_trim >= self.trim_every:
             self._last_trim = time.monotonic()
+            self._trim_due = False
             for key in by_key:
-                self._trim(key)
+                trim(self.client, key)
         return handled
 
-    def _process(self, stream: Stream, key: str, batch: list, now: datetime) -> int:
-        good, bad, ids = [], [], []
-        for entry_id, fields in batch:
+    def _claim(self, key: str) -> None:
+        """Entries idle in a gone worker's pending list move into this one's (JUSTID: ids only,
+        so entries deleted meanwhile come too and are dead-lettered instead of lingering)."""
+        ids = self.client.xautoclaim(
+            key, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch, justid=True
+        )
+        if ids:
+            self._own_pending_done.discard(key)
+            log.info(
+                f"{key}: claimed {len(ids)} entries pending for more than "
+                f"{self.claim_idle_ms / 1000:g} s in a stopped worker"
+            )
+
+    def _idle(self, streams, now: datetime) -> None:
+        """Caught up: the streams' progress marks move to now, and the lag metric to 0."""
+        self._last_mark = time.monotonic()
+        pipe = self.client.pipeline(transaction=False)
+        for stream in streams:
+            mark(pipe, self.namespace, stream.name, codec.micros(now))
+            if self._lag_reported:
+                pipe.hset(metrics_key(self.namespace, stream.name), "lag_ms", 0)
+        pipe.execute()
+        self._lag_reported = False
+        self.counters.last_lag_ms = 0
+
+    def _process(self, registry: Registry, b: _Batch, now: datetime) -> int:
+        stream = b.stream
+        ids: list = []
+        good: list[tuple[object, dict, dict[str, object]]] = []
+        bad: list[tuple[object, dict, str]] = []
+        for entry_id, fields in b.entries:
             ids.append(entry_id)
-            record = {_text(k): _text(v) for k, v in (fields or {}).items()}
+            if not fields:  # XADD needs a field: an empty entry in a pending list was deleted
+                bad.append((entry_id, {}, DELETED))
+                continue
+            record = _decoded(fields)
+            if isinstance(record, str):
+                bad.append((entry_id, fields, record))
+                continue
             checked = check_event(stream, record, now, form=TEXT)
             if isinstance(checked, str):
-                bad.append((entry_id, record, checked))
+                bad.append((entry_id, fields, checked))
             else:
-                good.append(checked)
-        result = None
-        if good:
-            result = ingest(
-                self.conn, self.client, self.namespace, self.registry, stream, good, now
-            )
+                good.append((entry_id, fields, checked))
+        results = self._ingest(registry, stream, good, now, bad) if good else []
+        dead = dead_letter_key(self.namespace, stream)
         pipe = self.client.pipeline(transaction=False)
-        for entry_id, record, reason in bad:
+        for entry_id, fields, reason in bad:
             pipe.xadd(
-                dead_letter_key(self.namespace, stream),
-                {"reason": reason, "entry_id": _text(entry_id), **record},
-                maxlen=100_000,
+                dead,
+                _dead_letter(stream, entry_id, fields, reason),
+                maxlen=DEAD_LETTER_MAXLEN,
                 approximate=True,
             )
-        pipe.xack(key, GROUP, *ids)
-        lag_ms = max(0, int(time.time() * 1000) - _entry_ms(ids[0]))
+        pipe.xack(b.key, GROUP, *ids)
+        lag_ms = max(0, int(time.time() * 1000) - min(_entry_ms(i) for i in ids))
+        stored = sum(r.stored for r in results)
+        duplicates = sum(r.duplicates for r in results)
+        late = sum(r.late for r in results)
         metrics = metrics_key(self.namespace, stream.name)
-        ingested = result.stored if result else 0
-        pipe.hincrby(metrics, "ingested", ingested)
-        pipe.hincrby(metrics, "duplicates", result.duplicates if result else 0)
-        pipe.hincrby(metrics, "late", result.late if result else 0)
+        pipe.hincrby(metrics, "ingested", stored)
+        pipe.hincrby(metrics, "duplicates", duplicates)
+        pipe.hincrby(metrics, "late", late)
         pipe.hincrby(metrics, "dead", len(bad))
         pipe.hincrby(metrics, "batches", 1)
-        pipe.hset(metrics, "lag_ms", lag_ms)
+        pipe.hset(metrics, mapping={"lag_ms": lag_ms, "updated_ms": int(time.time() * 1000)})
         pipe.execute()
-        for _, _, reason in bad[:3]:
-            log.warning(f"{stream.name}: dead-lettered an event: {reason}")
+        self._lag_reported = True
+        for entry_id, _, reason in bad[:3]:
+            log.warning(
+                f"{stream.name}: entry {_text(entry_id)} dead-lettered to {_text(dead)}: {reason}"
+            )
+        if len(bad) > 3:
+            log.warning(f"{stream.name}: {len(bad) - 3} more entries of the batch dead-lettered")
         c = self.counters
-        c.ingested += ingested
-        c.duplicates += result.duplicates if result else 0
-        c.late += result.late if result else 0
+        c.ingested += stored
+        c.duplicates += duplicates
+        c.late += late
         c.dead += len(bad)
         c.batches += 1
+        c.entries += len(ids)
         c.last_lag_ms = lag_ms
-        c.by_stream[stream.name] = c.by_stream.get(stream.name, 0) + ingested
+        c.by_stream[stream.name] = c.by_stream.get(stream.name, 0) + stored
         return len(ids)
 
-    def _trim(self, key: str) -> None:
-        """Drop entries every consumer has acknowledged (older than the oldest pending one and
-        than the group's last delivered id)."""
+    def _ingest(
+        self,
+        registry: Registry,
+        stream: Stream,
+        good: list[tuple[object, dict, dict[str, object]]],
+        now: datetime,
+        bad: list[tuple[object, dict, str]],
+    ) -> list[IngestResult]:
+        """Both stores; an event PostgreSQL refuses (a data error, which validation should have
+        caught) is isolated by halving the batch and dead-lettered, the others written. Server
+        and connection errors propagate: the batch stays pending and is retried."""
         try:
-            groups = self.client.xinfo_groups(key)
-            pending = self.client.xpending(key, GROUP)
-        except redis.ResponseError:
-            return
-        ours = [g for g in groups if _text(g["name"]) == GROUP]
-        if not ours:
-            return
-        bound = _text(ours[0]["last-delivered-id"])
-        if pending and pending.get("pending"):
-            bound = min(bound, _text(pending["min"]), key=_id_tuple)
-        if bound not in ("0-0", "0"):
-            self.client.execute_command("XTRIM", key, "MINID", "~", bound)
+            return [
+                ingest(
+                    self.conn,
+                    self.client,
+                    self.namespace,
+                    registry,
+                    stream,
+                    [e for _, _, e in good],
+                    now,
+                )
+            ]
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            if len(good) == 1:
+                entry_id, fields, _ = good[0]
+                first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                bad.append((entry_id, fields, f"PostgreSQL refused the event: {first}"))
+                return []
+            half = len(good) // 2
+            return self._ingest(registry, stream, good[:half], now, bad) + self._ingest(
+                registry, stream, good[half:], now, bad
+            )
+
+    def _after_failure(self) -> None:
+        """Start over after a server error: new connections, the consumer groups checked again
+        (a Redis restarted without its data lost them), own pending entries read first."""
+        self.close()
+        self._groups.clear()
+        self._own_pending_done.clear()
+        ingest_module._tables.clear()  # a table dropped meanwhile is created again
 
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self, *, report_every: float = 10.0, until_idle: bool = False) -> Counters:
         """Process until stopped (SIGTERM, SIGINT, `stop()`), or with `until_idle` until a step
-        finds nothing; logs rate and lag every `report_every` seconds."""
+        finds nothing; logs rate and lag every `report_every` seconds while events flow. A
+        server error is logged and retried with backoff (the entries stay pending); any other
+        error propagates."""
         last_report, last_count = time.monotonic(), 0
+        failures, failing_since = 0, 0.0
         while not self.stopping.is_set():
-            handled = self.step()
+            try:
+                handled = self.step()
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                if failures == 0:
+                    failing_since = time.monotonic()
+                failures += 1
+                delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(failures - 1, 10))
+                first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                log.warning(
+                    f"stream worker {self.consumer}: {type(exc).__name__}: {first}; retrying in "
+                    f"{delay:g} s (attempt {failures}); unacknowledged entries stay pending"
+                )
+                self._after_failure()
+                self.stopping.wait(delay)
+                continue
+            if failures:
+                log.info(
+                    f"stream worker {self.consumer}: recovered after {failures} failed "
+                    f"attempt(s), {time.monotonic() - failing_since:.1f} s"
+                )
+                failures = 0
             if until_idle and handled == 0:
                 break
             elapsed = time.monotonic() - last_report
             if elapsed >= report_every:
-                rate = (self.counters.ingested - last_count) / elapsed
-                log.info(
-                    f"stream worker {self.consumer}: {rate:,.0f} events/s, lag "
-                    f"{self.counters.last_lag_ms} ms, {self.counters.ingested:,} ingested, "
-                    f"{self.counters.late:,} late, {self.counters.dead:,} dead-lettered"
-                )
-                last_report, last_count = time.monotonic(), self.counters.ingested
+                if self.counters.entries != last_count:
+                    c = self.counters
+                    rate = (c.entries - last_count) / elapsed
+                    log.info(
+                        f"stream worker {self.consumer}: {rate:,.0f} entries/s, lag "
+                        f"{c.last_lag_ms:,} ms; {c.ingested:,} events ingested, {c.duplicates:,} "
+                        f"duplicates, {c.late:,} late, {c.dead:,} dead-lettered"
+                    )
+                last_report, last_count = time.monotonic(), self.counters.entries
         return self.counters
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
 
     def install_signals(self) -> None:
+        import signal
+
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
@@ -285,10 +521,32 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _decoded(fields: dict) -> dict[str, str] | str:
+    """The entry's fields as text, or why they are not (a field that is not UTF-8)."""
+    try:
+        return {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in fields.items()
+        }
+    except UnicodeDecodeError:
+        for k, v in fields.items():
+            name = k.decode(errors="replace") if isinstance(k, bytes) else k
+            for part, what in ((k, "name"), (v, "value")):
+                if isinstance(part, bytes):
+                    try:
+                        part.decode()
+                    except UnicodeDecodeError:
+                        return f"field {name!r}: its {what} is not UTF-8 text"
+        return "a field is not UTF-8 text"
+
+
+def _dead_letter(stream: Stream, entry_id: object, fields: dict, reason: str) -> dict:
+    out: dict = {"reason": reason, "entry_id": _text(entry_id), "stream": stream.name}
+    for k, v in fields.items():
+        name = k.decode(errors="replace") if isinstance(k, bytes) else str(k)
+        out[f"field:{name}" if name in _META or name.startswith("field:") else k] = v
+    return out
+
+
 def _entry_ms(entry_id: object) -> int:
     return int(_text(entry_id).split("-")[0])
-
-
-def _id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
