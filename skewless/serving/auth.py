@@ -2,9 +2,9 @@
 
 `SKEWLESS_SERVE_TOKENS` holds one or more tokens, comma separated (several, so a token can be
 rotated without downtime: add the new one, move the clients, remove the old one). When it is set,
-the feature and registry endpoints and /metrics answer 401 without `Authorization: Bearer <token>`;
-/health, /ready (which reveals nothing but ready or not) and /openapi.json stay open for probes
-and clients. Tokens are never read from a file of the project, never printed, never logged.
+the feature, event and registry endpoints and /metrics answer 401 without `Authorization: Bearer
+<token>`; /health, /ready (which reveals nothing but ready or not) and /openapi.json stay open for
+probes and clients. Tokens are never read from a file of the project, never printed, never logged.
 
 A presented token is compared with every configured one through SHA-256 digests and
 `hmac.compare_digest`, without stopping at the first match: the time taken says nothing about

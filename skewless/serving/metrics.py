@@ -2,7 +2,12 @@
 
 Why by hand: an update must cost a few list-like index operations (the whole request budget is
 well under a millisecond), and the series are a fixed, small set known in advance (endpoints,
-statuses, histogram buckets), so each one is a fixed slot in one array.
+statuses, histogram buckets, outcomes of accepted events), so each one is a fixed slot in one
+array.
+
+The stream workers' counters are not the server's: they live in Redis, one hash per stream
+(`skewless.streams.worker.metrics_key`), and `/metrics` reads them at each scrape, in one round
+trip, as per-stream series (`stream_exposition`).
 
 Several worker processes (`skewless serve --workers N`) each own one file of that array in a
 shared folder (an `mmap`, so an update is still a memory write, never a system call); `/metrics`,

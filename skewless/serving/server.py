@@ -93,7 +93,8 @@ def serve(
         print(warning, file=sys.stderr, flush=True)
     shown = f"[{host}]" if ":" in host else host
     print(
-        f"serving {len(registry.views)} feature views and {len(registry.services)} feature services "
+        f"serving {len(registry.views)} feature views, {len(registry.services)} feature services "
+        f"and {len(registry.streams)} event streams "
         f"(published generation {published.generation}) "
         f"on http://{shown}:{port} ({workers} worker{'s' if workers != 1 else ''}"
         f"{', bearer tokens required' if tokens else ''}); API: http://{shown}:{port}/openapi.json",
