@@ -3,15 +3,21 @@
 The first copy of an event id to arrive is the event: a redelivered or duplicated event is stored
 once (`on conflict do nothing`), and the online state is fed the stored copy (`append` returns
 it), so both stores hold the same event even when two copies of one id differ.
+
+A batch is sent with binary COPY (typed by the stream's declaration: about six times less client
+CPU than text COPY, whose timestamps are formatted in Python). New events, the usual case, are
+copied straight into the table; only a batch that holds an id already stored (a redelivery, a
+producer's retry) takes the slower path through a temporary table and `on conflict do nothing`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from skewless.streams.model import CREATED, Stream
 
@@ -32,6 +38,13 @@ def table_sql(stream: Stream) -> sql.Composed:
     )
 
 
+def keys_index(stream: Stream) -> str:
+    """The (keys, event time) index's name: the name `offline_sql.index_sql` gives an aggregated
+    view keyed by all of the stream's keys, so that view does not add a second, identical index
+    (every index costs each ingested event)."""
+    return f"{stream.table}__{'_'.join(stream.keys)}__time"[:63]
+
+
 def ensure_table(conn: psycopg.Connection, stream: Stream) -> None:
     """Create the table and its (keys, event time) index if they do not exist."""
     with conn.transaction():
@@ -41,7 +54,7 @@ def ensure_table(conn: psycopg.Connection, stream: Stream) -> None:
         conn.execute(table_sql(stream))
         conn.execute(
             sql.SQL("create index if not exists {} on {} ({}, {})").format(
-                sql.Identifier(f"{stream.table}__keys__time"[:63]),
+                sql.Identifier(keys_index(stream)),
                 sql.Identifier(stream.schema, stream.table),
                 sql.SQL(", ").join(sql.Identifier(k) for k in stream.keys),
                 sql.Identifier(stream.event_time),
@@ -49,14 +62,31 @@ def ensure_table(conn: psycopg.Connection, stream: Stream) -> None:
         )
 
 
+def _copy_types(stream: Stream, columns: list[str]) -> list[str]:
+    types = stream.columns
+    return [types[c] for c in columns]
+
+
+QUEUED_ROWS = 1000
+"""From this many rows, COPY data is sent by a thread (psycopg's QueuedLibpqWriter): Python goes on
+encoding rows, and then runs `meanwhile`, while PostgreSQL is still inserting."""
+
+
 def append(
     conn: psycopg.Connection,
     stream: Stream,
     events: Sequence[dict[str, object]],
     created_at: datetime,
+    *,
+    meanwhile: Callable[[list[dict[str, object]]], object] | None = None,
 ) -> tuple[int, list[dict[str, object]]]:
     """Store `events` (one transaction, committed on return); returns (new rows, the stored copy
-    of every event id in `events`, in first-seen order)."""
+    of every event id in `events`, in first-seen order).
+
+    `meanwhile`, if given, is called with the first copy of every event id once they are all sent,
+    while PostgreSQL finishes the insert (work to overlap with it, such as preparing the online
+    writes; nothing that must wait for the commit). The stored copies returned are those same
+    objects unless an id was already stored (compare by identity)."""
     first: dict[object, dict[str, object]] = {}
     for e in events:
         first.setdefault(e[stream.event_id], e)
@@ -65,44 +95,89 @@ def append(
     columns = [c for c in stream.columns if c != CREATED]
     table = sql.Identifier(stream.schema, stream.table)
     names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    temp = sql.Identifier(f"_skewless_events__{stream.table}"[:63])
+    types = _copy_types(stream, columns)
+    rows = [tuple(e[c] for c in columns) for e in first.values()]
     with conn.transaction():
-        conn.execute(
+        try:
+            # all new (the usual case): straight into the table; a stored id aborts the COPY
+            # (unique violation) and only this savepoint is rolled back
+            cur = conn.cursor()
+            with (
+                conn.transaction(),
+                cur.copy(
+                    sql.SQL("copy {} ({}, {}) from stdin (format binary)").format(
+                        table, names, sql.Identifier(CREATED)
+                    ),
+                    writer=QueuedLibpqWriter(cur) if len(rows) >= QUEUED_ROWS else None,
+                ) as copy,
+            ):
+                copy.set_types([*types, "timestamptz"])
+                write = copy.write_row
+                for row in rows:
+                    write((*row, created_at))
+                if meanwhile is not None:
+                    meanwhile(list(first.values()))
+        except psycopg.errors.UniqueViolation:
+            pass
+        else:
+            return len(rows), list(first.values())
+        return _append_again(conn, stream, first, columns, names, types, rows, created_at)
+
+
+def _append_again(
+    conn: psycopg.Connection,
+    stream: Stream,
+    first: dict[object, dict[str, object]],
+    columns: list[str],
+    names: sql.Composable,
+    types: list[str],
+    rows: list[tuple],
+    created_at: datetime,
+) -> tuple[int, list[dict[str, object]]]:
+    """A batch with ids already stored: the new ones inserted, the stored copies of the others
+    read back (inside the caller's transaction)."""
+    table = sql.Identifier(stream.schema, stream.table)
+    temp = sql.Identifier(f"_skewless_events__{stream.table}"[:63])
+    conn.execute(
+        sql.SQL(
+            "create temporary table if not exists {temp} on commit delete rows as "
+            "select {names} from {table} with no data"
+        ).format(temp=temp, names=names, table=table)
+    )
+    with conn.cursor().copy(
+        sql.SQL("copy {} ({}) from stdin (format binary)").format(temp, names)
+    ) as copy:
+        copy.set_types(types)
+        write = copy.write_row
+        for row in rows:
+            write(row)
+    inserted = {
+        row[0]
+        for row in conn.execute(
             sql.SQL(
-                "create temporary table if not exists {temp} on commit delete rows as "
-                "select {names} from {table} with no data"
-            ).format(temp=temp, names=names, table=table)
+                "insert into {table} ({names}, {created}) select {names}, %s from {temp}"
+                " on conflict ({eid}) do nothing returning {eid}"
+            ).format(
+                table=table,
+                temp=temp,
+                names=names,
+                created=sql.Identifier(CREATED),
+                eid=sql.Identifier(stream.event_id),
+            ),
+            (created_at,),
         )
-        with conn.cursor().copy(sql.SQL("copy {} ({}) from stdin").format(temp, names)) as copy:
-            for e in first.values():
-                copy.write_row([e[c] for c in columns])
-        inserted = {
-            row[0]
-            for row in conn.execute(
-                sql.SQL(
-                    "insert into {table} ({names}, {created}) select {names}, %s from {temp}"
-                    " on conflict ({eid}) do nothing returning {eid}"
-                ).format(
-                    table=table,
-                    temp=temp,
-                    names=names,
-                    created=sql.Identifier(CREATED),
-                    eid=sql.Identifier(stream.event_id),
-                ),
-                (created_at,),
-            )
-        }
-        again = [eid for eid in first if eid not in inserted]
-        stored = {}
-        if again:
-            cur = conn.execute(
-                sql.SQL("select {names} from {table} where {eid} = any(%s)").format(
-                    names=names, table=table, eid=sql.Identifier(stream.event_id)
-                ),
-                (again,),
-            )
-            for row in cur:
-                event = dict(zip(columns, row, strict=True))
-                stored[event[stream.event_id]] = event
+    }
+    again = [eid for eid in first if eid not in inserted]
+    stored = {}
+    if again:
+        cur = conn.execute(
+            sql.SQL("select {names} from {table} where {eid} = any(%s)").format(
+                names=names, table=table, eid=sql.Identifier(stream.event_id)
+            ),
+            (again,),
+        )
+        for row in cur:
+            event = dict(zip(columns, row, strict=True))
+            stored[event[stream.event_id]] = event
     canonical = [stored.get(eid, e) for eid, e in first.items()]
     return len(inserted), canonical

@@ -61,10 +61,28 @@ def ingest(
 ) -> IngestResult:
     """Write validated events (`skewless.streams.validate`) as of `now` (their `created_at`)."""
     ensure_table(conn, stream)
-    stored, canonical = event_table.append(conn, stream, events, now)
     writer = StateWriter(client, namespace, stream, list(registry.aggregates.values()))
-    entities = writer.apply(canonical, now) if canonical else 0
-    if not canonical:
+    early: list = []
+
+    def prepare(candidates: list[dict[str, object]]) -> None:
+        # while PostgreSQL finishes the insert: the online writes of the events as sent (nothing
+        # is written online before the commit)
+        early.append((candidates, writer.prepare(candidates, now)))
+
+    stored, canonical = event_table.append(
+        conn, stream, events, now, meanwhile=prepare if writer.views else None
+    )
+    entities = 0
+    if canonical:
+        prepared = None
+        if early:
+            candidates, prepared = early[0]
+            if len(candidates) != len(canonical) or any(
+                a is not b for a, b in zip(candidates, canonical, strict=True)
+            ):
+                prepared = None  # some ids were already stored: their stored copies count
+        entities = writer.send(prepared or writer.prepare(canonical, now))
+    else:
         mark(client, namespace, stream.name, codec.micros(now))
     late_before = now - stream.lateness
     late = sum(1 for e in events if e[stream.event_time] < late_before)  # type: ignore[operator]

@@ -15,13 +15,17 @@ and evaluates the features with `skewless.streams.arithmetic`, the offline SQL's
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from skewless.online import codec
 from skewless.online.keys import entity_key
@@ -34,8 +38,35 @@ MARGIN = timedelta(hours=1)
 """Redis keeps a state key this long past its newest event's last window (project time)."""
 
 
+def _unencodable(value: object) -> object:
+    raise TypeError(f"an event value of type {type(value).__name__} has no canonical encoding")
+
+
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE = (
+    _make_encoder(
+        None, _unencodable, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    if _make_encoder is not None
+    else None
+)
+"""`json.dumps(x, separators=(",", ":"), ensure_ascii=False)`'s own C encoder, made once: the same
+text (floats by repr), without building an encoder per event."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(moment: datetime) -> int:
+    """`codec.micros` without building a timedelta per call (validated events are zoned)."""
+    d = moment - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
 def member(event: Sequence[object]) -> bytes:
     """The canonical encoding: equal events give equal bytes (floats by repr, exactly)."""
+    if _ENCODE is not None:
+        return "".join(_ENCODE(list(event), 0)).encode()
     return json.dumps(list(event), separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -55,18 +86,61 @@ def state_rows(
     """(score, member) pairs by entity key, for events still inside the view's longest window."""
     aggregation = view.aggregation
     assert aggregation is not None
+    times = [codec.micros(e[aggregation.stream.event_time]) for e in events]  # type: ignore[arg-type]
+    out: dict[tuple, list[tuple[int, bytes]]] = defaultdict(list)
+    for key, flat in _flat_rows(view, events, times, now_us, {}).items():
+        out[key] = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+    return out
+
+
+def _flat_rows(
+    view: FeatureView,
+    events: Sequence[dict[str, object]],
+    times: list[int],
+    now_us: int,
+    encoded: dict[tuple[str, ...], list],
+) -> dict[tuple, list]:
+    """[score, member, score, member, ...] by entity key, for events inside the longest window.
+    `encoded` caches members by needed columns, for views that read the same ones."""
+    aggregation = view.aggregation
+    assert aggregation is not None
     stream = aggregation.stream
     needed = aggregation.needed_columns
     bound = now_us - aggregation.longest_us
-    out: dict[tuple, list[tuple[int, bytes]]] = defaultdict(list)
-    for e in events:
-        t = codec.micros(e[stream.event_time])
+    members = encoded.get(needed)
+    if members is None:
+        members = encoded[needed] = [None] * len(events)
+    eid = stream.event_id
+    encode = member
+    out: dict[tuple, list] = defaultdict(list)
+    keys = view.entity
+    one = keys[0] if len(keys) == 1 else None
+    for i, e in enumerate(events):
+        t = times[i]
         if t <= bound:
             continue  # every window that held it has closed: offline only
-        out[tuple(e[k] for k in view.entity)].append(
-            (t, member([t, e[stream.event_id], *(e[c] for c in needed)]))
-        )
+        m = members[i]
+        if m is None:
+            m = members[i] = encode([t, e[eid], *[e[c] for c in needed]])
+        flat = out[(e[one],) if one is not None else tuple(e[k] for k in keys)]
+        flat.append(t)
+        flat.append(m)
     return out
+
+
+CALL_KEYS = 1000
+"""Entity keys per script call, at most (bounds how long one call holds Redis)."""
+CALL_ARGS = 50_000
+"""Arguments per script call, at most (score and member count two each)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Script calls (keys, arguments) ready to send, as of `now_us`."""
+
+    calls: list[tuple[list, list]]
+    now_us: int
+    touched: int
 
 
 class StateWriter:
@@ -81,33 +155,66 @@ class StateWriter:
         self.views = [
             v for v in views if v.aggregation and v.aggregation.stream.name == stream.name
         ]
-        self.script = client.register_script(SCRIPT)
+        self.cluster = isinstance(client, RedisCluster)
+        self.sha = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
     def apply(self, events: Sequence[dict[str, object]], now: datetime) -> int:
         """Write `events` (dicts of the stored columns) as of `now`; returns entity keys touched.
 
-        One pipeline, one script call per (view, entity); then the stream's progress mark."""
+        One pipeline of script calls, each over many entity keys (per hash slot on a cluster),
+        then the stream's progress mark."""
+        return self.send(self.prepare(events, now))
+
+    def prepare(self, events: Sequence[dict[str, object]], now: datetime) -> Prepared:
+        """The script calls that `send` makes (Python work only: nothing is written)."""
         now_us = codec.micros(now)
         shift = wall_shift_ms(now)
-        pipe = self.client.pipeline(transaction=False)
+        et = self.stream.event_time
+        times = [_micros(e[et]) for e in events]  # type: ignore[arg-type]
+        encoded: dict[tuple[str, ...], list] = {}
+        calls: list[tuple] = []
         touched = 0
         for view in self.views:
             assert view.aggregation is not None
             longest = view.aggregation.longest_us
             life_ms = (longest + MARGIN // timedelta(microseconds=1)) // 1000 + shift
-            for key, pairs in state_rows(view, events, now_us).items():
-                args: list[object] = [now_us - longest, life_ms]
-                for score, m in pairs:
-                    args += (score, m)
-                self.script(
-                    keys=[entity_key(self.namespace, view.versioned_name, key)],
-                    args=args,
-                    client=pipe,
-                )
-                touched += 1
-        mark(pipe, self.namespace, self.stream.name, now_us)
-        pipe.execute()
-        return touched
+            rows = _flat_rows(view, events, times, now_us, encoded)
+            touched += len(rows)
+            head = [now_us - longest, life_ms]
+            groups: dict[int, tuple[list, list]] = {}
+            for key, flat in rows.items():
+                name = entity_key(self.namespace, view.versioned_name, key)
+                slot = key_slot(name.encode()) if self.cluster else 0
+                group = groups.get(slot)
+                if group is None or len(group[0]) >= CALL_KEYS or len(group[1]) >= CALL_ARGS:
+                    if group is not None:
+                        calls.append(group)
+                    group = groups[slot] = ([], list(head))
+                group[0].append(name)
+                group[1].append(len(flat) // 2)
+                group[1].extend(flat)
+            calls.extend(groups.values())
+        return Prepared(calls, now_us, touched)
+
+    def send(self, prepared: Prepared) -> int:
+        """Make the prepared writes and the progress mark, in one round trip; returns entity keys
+        touched."""
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in prepared.calls:
+                pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            mark(pipe, self.namespace, self.stream.name, prepared.now_us)
+            pipe.execute()
+
+        try:
+            run()
+        except redis.exceptions.NoScriptError:
+            # a restarted or flushed Redis: load the script and send again (the writes are
+            # idempotent, so the calls that did run count once)
+            self.client.script_load(SCRIPT)
+            run()
+        return prepared.touched
 
 
 MARK_SCRIPT = """
