@@ -618,7 +618,12 @@ def publish_project(postgres_url: str, redis_url: str) -> None:
     finally:
         reader.close()
     wanted = {"origin_live_departures_v1", "carrier_live_delays_v1"}
-    if current is not None and "flight_events" in current.streams and wanted <= set(current.views):
+    if (
+        current is not None
+        and "flight_events" in current.streams
+        and wanted <= set(current.views)
+        and "delay_model_v3" in current.services
+    ):
         return
     with psycopg.connect(postgres_url) as conn:
         apply(
@@ -762,6 +767,22 @@ def test_aggregated_views_of_the_project_over_http(svc, published, namespace):
                 0.5
             ]
             assert got.json["statuses"]["batch_feature"] == ["missing"]
+            # the project's service of live and batch features (delay_model_v3)
+            service = serving.service("delay_model_v3")
+            row = {k: "ZZ" for v in service.views for k in v.entity} | entity
+            got = _call(
+                port,
+                "POST",
+                "/get-online-features",
+                body={"entities": [row], "feature_service": "delay_model_v3"},
+            )
+            assert got.status == 200, got.body
+            names = got.json["feature_names"]
+            assert names == [f.name for f in service.features]
+            assert got.json["columns"]["departures_2h"] == [4]
+            assert got.json["columns"]["mean_dep_delay_3h"] == [19.5]
+            assert got.json["statuses"]["late_share_3h"] == ["present"]
+            assert got.json["statuses"]["late_share_7d"] == ["missing"]  # not materialized here
             # past the views' TTL (15 min) without the stream's writers catching up: stale
             later = (NOW + timedelta(minutes=16)).isoformat()
             got = _call(
