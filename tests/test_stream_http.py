@@ -800,3 +800,22 @@ def test_aggregated_views_of_the_project_over_http(svc, published, namespace):
                 "delete from streams.flight_events where event_id like %s", (f"%:{RUN}:%",)
             )
         client.close()
+
+
+def test_concurrent_overlapping_batches_all_succeed_and_store_each_event_once(server, svc):
+    """Clients retrying at once, in different orders: every request 200, every event once."""
+    events = [_event(i, site="CONC", minutes_ago=(i % 50) / 10) for i in range(400)]
+    batches = [events, events[::-1], events[100:] + events[:100], events[::2] + events[1::2]] * 3
+    answers: list = [None] * len(batches)
+
+    def send(i: int) -> None:
+        answers[i] = _post(server, {"events": batches[i]})
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [a.status for a in answers] == [200] * len(batches), [a.body for a in answers]
+    assert sum(a.json["stored"] for a in answers) == len(events)
+    assert len(_stored(svc, "CONC")) == len(events)

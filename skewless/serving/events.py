@@ -47,6 +47,8 @@ EVENT_THREADS = 4
 """Threads (and PostgreSQL connections) per server worker that check and write events."""
 CONNECT_TIMEOUT = 5
 """Seconds to connect to PostgreSQL before the request answers 503."""
+ATTEMPTS = 3
+"""Tries of a write that PostgreSQL rolled back for a deadlock with a concurrent writer."""
 
 
 def offline_unavailable() -> HTTPError:
@@ -167,7 +169,15 @@ class EventWriter:
                 with self._lock:  # two first writers must not race to create one table
                     ensure_table(conn, stream)
                     self._ensured.add(stream.relation)
-            return ingest(conn, self.client, self.namespace, registry, stream, events, now)
+            for attempt in range(ATTEMPTS):
+                try:
+                    return ingest(conn, self.client, self.namespace, registry, stream, events, now)
+                except psycopg.errors.TransactionRollbackError:
+                    # a deadlock with a concurrent writer of the same event ids: the transaction
+                    # was rolled back whole, and writing again is idempotent
+                    if attempt == ATTEMPTS - 1:
+                        raise
+            raise AssertionError("unreachable")
         except psycopg.Error as exc:
             self._drop(conn)
             if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
