@@ -305,7 +305,7 @@ def _stream(args: argparse.Namespace) -> int:
     import signal
 
     from skewless.config import settings
-    from skewless.errors import DefinitionError
+    from skewless.errors import ServiceUnavailable
     from skewless.progress import log
     from skewless.registry.published import NothingPublished
     from skewless.streams.worker import Worker
@@ -325,10 +325,8 @@ def _stream(args: argparse.Namespace) -> int:
     )
     try:
         names = [s.name for s in worker.check()]
-    except NothingPublished:
-        names = None  # the worker waits for a publish, and says so
-    except DefinitionError:
-        raise
+    except (NothingPublished, ServiceUnavailable):
+        names = None  # the worker waits for a publish (or PostgreSQL), and says so
     previous = {s: signal.signal(s, worker.stop) for s in (signal.SIGTERM, signal.SIGINT)}
     what = ", ".join(names) if names else ("no stream yet" if names is None else "no stream")
     log.info(

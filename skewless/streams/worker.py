@@ -110,6 +110,7 @@ local function below(a, b)
   local bms, bseq = parse(b)
   return ams < bms or (ams == bms and aseq < bseq)
 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #groups == 0 then return 0 end
 local bound = nil
@@ -387,7 +388,7 @@ class Worker:
                 approximate=True,
             )
         pipe.xack(b.key, GROUP, *ids)
-        lag_ms = max(0, int(time.time() * 1000) - min(_entry_ms(i) for i in ids))
+        lag_ms = max(0, int(time.time() * 1000) - _entry_ms(ids[0]))  # ids ascend
         stored = sum(r.stored for r in results)
         duplicates = sum(r.duplicates for r in results)
         late = sum(r.late for r in results)
@@ -524,10 +525,9 @@ def _text(value: object) -> str:
 def _decoded(fields: dict) -> dict[str, str] | str:
     """The entry's fields as text, or why they are not (a field that is not UTF-8)."""
     try:
-        return {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in fields.items()
-        }
+        return {k.decode(): v.decode() for k, v in fields.items()}
+    except AttributeError:  # a client that decodes replies itself (decode_responses)
+        return {_text(k): _text(v) for k, v in fields.items()}
     except UnicodeDecodeError:
         for k, v in fields.items():
             name = k.decode(errors="replace") if isinstance(k, bytes) else k
