@@ -13,7 +13,7 @@ order. Per feature, over the events of the window that pass its filter:
 - `mean`: `float(sum) / float(count)`; NULL when there is no value;
 - `stddev`: the sample standard deviation, `sqrt(float(n*sum(x^2) - sum(x)^2) / float(n*(n-1)))`
   with the numerator exact; NULL below two values;
-- `min`, `max`: of the non-NULL values, compared as the column's type;
+- `min`, `max`: of the non-NULL values, compared as the column's type (a float zero is +0.0);
 - `last`: the non-NULL value of the latest event (greatest event time, then greatest event id by
   code point);
 - `share`: `float(events meeting the condition) / float(events)`; NULL for an empty window.
@@ -99,10 +99,13 @@ def _evaluate(function: str, at: int | None, cond, integer: bool, chosen: list) 
             return None
         best = max((e for e in chosen if e[at] is not None), key=lambda e: (e[0], e[1]))
         return best[at]
-    if function == "min":
-        return min(values) if values else None
-    if function == "max":
-        return max(values) if values else None
+    if function in ("min", "max"):
+        if not values:
+            return None
+        best = min(values) if function == "min" else max(values)
+        # -0.0 == 0.0: which zero an aggregate meets first differs between the stores, so a
+        # float's zero is +0.0 (as `min(x) + 0.0` is in SQL)
+        return best if integer else best + 0.0
     return numeric(function, values, integer)
 
 

@@ -6,6 +6,12 @@ aggregates the part of them inside its own window with a FILTER clause, with the
 `skewless.streams.arithmetic` (exact numeric sums rounded once), so the value equals the online
 one to the last bit. The aggregate subquery always returns one row: an empty window gives
 count 0, sum 0 and NULL for the rest.
+
+The query has two levels: the inner one computes each aggregate (and each exact numerator) once,
+named `a0, a1, ...`; the outer one turns them into the features, rounding exact sums to floats
+the way Python does where PostgreSQL's casts and division would raise (underflow below the least
+subnormal, overflow past the greatest float). Every feature expression then refers to computed
+columns only, and the function's text stays small (planning a query costs per character).
 """
 
 from __future__ import annotations
@@ -25,8 +31,69 @@ def _conditions(conditions: tuple[Condition, ...]) -> list[sql.Composable]:
     return [sql.SQL("e.") + sql.SQL(c.sql()) for c in conditions]
 
 
-def feature_sql(view: FeatureView, f: AggFeature, ts: sql.Composable) -> sql.Composable:
-    """The aggregate expression of one feature, for the events `e` of one spine row at `ts`."""
+class _Inner:
+    """The inner level's columns: each distinct expression once, as `a<i>`; `add` returns the
+    outer level's reference to it."""
+
+    def __init__(self) -> None:
+        self.columns: list[sql.Composable] = []
+        self._seen: dict[str, int] = {}
+
+    def add(self, expression: sql.Composable) -> sql.Composable:
+        key = repr(expression)
+        at = self._seen.get(key)
+        if at is None:
+            at = self._seen[key] = len(self.columns)
+            self.columns.append(expression)
+        return sql.SQL("a.{}").format(sql.Identifier(f"a{at}"))
+
+    def select_list(self) -> sql.Composable:
+        return sql.SQL(", ").join(
+            sql.SQL("{} as {}").format(c, sql.Identifier(f"a{i}"))
+            for i, c in enumerate(self.columns)
+        )
+
+
+_NORMAL = "abs({v}) >= 1e-300 and abs({v}) < 1e300"
+"""Where a numeric converts to float8 with a plain cast (every value a feature meets in practice)."""
+
+
+def _to_float(value: sql.Composable) -> sql.Composable:
+    """A numeric column to float8, correctly rounded like Python's `float(Decimal)`, also where
+    PostgreSQL's cast raises: a value at most 2^-1075 (half the least subnormal, ties to even)
+    gives a zero of its sign, one at least 2^1024 - 2^970 (half an ulp past the greatest float)
+    an infinity of its sign (exact sums of subnormals, or of floats near the largest)."""
+    return sql.SQL(
+        "(case when " + _NORMAL + " then ({v})::float8"
+        " when abs({v}) * power(2::numeric, 1075) <= 1 then sign({v})::float8 * '0'::float8"
+        " when abs({v}) >= power(2::numeric, 1024) - power(2::numeric, 970)"
+        " then sign({v})::float8 * 'Infinity'::float8"
+        " else ({v})::float8 end)"
+    ).format(v=value)
+
+
+def _divide(dividend: sql.Composable, divisor: sql.Composable) -> sql.Composable:
+    """float8 `dividend / divisor` (a count >= 1) as Python divides: a quotient that underflows is
+    a zero of the dividend's sign (PostgreSQL's `/` raises). Only a dividend below 2^-1000 can
+    underflow; scaled by 2^1075 (exactly: powers of two, in two steps) it tells whether it does."""
+    return sql.SQL(
+        "(case when abs({a}) >= {small}::float8 then {a} / {b}"
+        " when abs({a}) * {s1}::float8 * {s2}::float8 <= {b} then sign({a}) * '0'::float8"
+        " else {a} / {b} end)"
+    ).format(
+        a=dividend,
+        b=divisor,
+        small=sql.Literal(repr(2.0**-1000)),
+        s1=sql.Literal(repr(2.0**600)),
+        s2=sql.Literal(repr(2.0**475)),
+    )
+
+
+def feature_sql(
+    view: FeatureView, f: AggFeature, ts: sql.Composable, inner: _Inner
+) -> sql.Composable:
+    """The outer expression of one feature, for the events `e` of one spine row at `ts`; its
+    aggregates go to `inner`."""
     assert view.aggregation is not None
     stream = view.aggregation.stream
     inside = [
@@ -38,46 +105,84 @@ def feature_sql(view: FeatureView, f: AggFeature, ts: sql.Composable) -> sql.Com
     where = sql.SQL(" and ").join(inside)
     if f.function == "count":
         arg = sql.SQL("*") if f.column is None else sql.SQL("e.{}").format(sql.Identifier(f.column))
-        return sql.SQL("count({}) filter (where {})").format(arg, where)
+        return inner.add(sql.SQL("count({}) filter (where {})").format(arg, where))
     if f.function == "share":
         hit = sql.SQL(" and ").join([where, *_conditions(f.condition)])
-        return sql.SQL(
-            "(count(*) filter (where {hit}))::float8 / nullif(count(*) filter (where {all}), 0)::float8"
-        ).format(hit=hit, all=where)
+        hits = inner.add(sql.SQL("count(*) filter (where {})").format(hit))
+        events = inner.add(sql.SQL("count(*) filter (where {})").format(where))
+        return sql.SQL("{}::float8 / nullif({}, 0)::float8").format(hits, events)
     assert f.column is not None
     col = sql.SQL("e.{}").format(sql.Identifier(f.column))
-    kind = stream.columns[f.column]
-    integer = kind in INTEGER_TYPES
+    integer = stream.columns[f.column] in INTEGER_TYPES
     if f.function in ("min", "max"):
-        return sql.SQL("{}({}) filter (where {})").format(sql.SQL(f.function), col, where)
-    if f.function == "last":
-        return sql.SQL(
-            '(array_agg({col} order by e.{et} desc, e.{eid} collate "C" desc)'
-            " filter (where {where} and {col} is not null))[1]"
-        ).format(
-            col=col,
-            et=sql.Identifier(stream.event_time),
-            eid=sql.Identifier(stream.event_id),
-            where=where,
+        extreme = inner.add(
+            sql.SQL("{}({}) filter (where {})").format(sql.SQL(f.function), col, where)
         )
-    exact = col if integer else sql.SQL("{}::numeric").format(col)
-    total = sql.SQL("sum({}) filter (where {})").format(exact, where)
+        # -0.0 = 0.0: which one the aggregate keeps depends on the scan order; +0.0 either way
+        return extreme if integer else sql.SQL("({} + '0'::float8)").format(extreme)
+    if f.function == "last":
+        return inner.add(
+            sql.SQL(
+                '(array_agg({col} order by e.{et} desc, e.{eid} collate "C" desc)'
+                " filter (where {where} and {col} is not null))[1]"
+            ).format(
+                col=col,
+                et=sql.Identifier(stream.event_time),
+                eid=sql.Identifier(stream.event_id),
+                where=where,
+            )
+        )
+    value = col if integer else sql.SQL("{}::numeric").format(col)
+    total = sql.SQL("sum({}) filter (where {})").format(value, where)
     n = sql.SQL("count({}) filter (where {})").format(col, where)
     if f.function == "sum":
-        return sql.SQL("coalesce({}, 0)::{}").format(
-            total, sql.SQL("bigint" if integer else "float8")
-        )
+        if integer:
+            return inner.add(sql.SQL("coalesce({}, 0)::bigint").format(total))
+        return _to_float(inner.add(sql.SQL("coalesce({}, 0)").format(total)))
     if f.function == "mean":
-        return sql.SQL("({})::float8 / nullif({}, 0)::float8").format(total, n)
+        count = sql.SQL("nullif({}, 0)::float8").format(inner.add(n))
+        if integer:  # a sum of integers is 0 or at least 1: no quotient underflows
+            return sql.SQL("{}::float8 / {}").format(inner.add(total), count)
+        return _divide(_to_float(inner.add(total)), count)
     if f.function == "stddev":
         squares = sql.SQL("sum({x} * {x}) filter (where {w})").format(
             x=sql.SQL("{}::numeric").format(col), w=where
         )
-        return sql.SQL(
-            "case when {n} >= 2 then sqrt((({n})::numeric * {sq} - ({t})::numeric * ({t})::numeric)::float8"
-            " / (({n}) * ({n} - 1))::float8) end"
-        ).format(n=n, sq=squares, t=total)
+        numerator = inner.add(
+            sql.SQL("{n}::numeric * {sq} - {t}::numeric * {t}::numeric").format(
+                n=n, sq=squares, t=total
+            )
+        )
+        count = inner.add(n)
+        pairs = sql.SQL("({n} * ({n} - 1))::float8").format(n=count)
+        if integer:  # an exact integer numerator: a plain cast, a plain division
+            variance = sql.SQL("{}::float8 / {}").format(numerator, pairs)
+        else:
+            variance = _divide(_to_float(numerator), pairs)
+        return sql.SQL("case when {} >= 2 then sqrt({}) end").format(count, variance)
     raise ValueError(f"unknown function {f.function}")
+
+
+def _select(
+    view: FeatureView,
+    names: list[str],
+    ts: sql.Composable,
+    conds: sql.Composable,
+) -> sql.Composed:
+    """`select <features> from (select <aggregates> from <events> e where <conds>) a`."""
+    assert view.aggregation is not None
+    by_name = {f.name: f for f in view.aggregation.features}
+    inner = _Inner()
+    outer = [
+        sql.SQL("{} as {}").format(feature_sql(view, by_name[n], ts, inner), sql.Identifier(n))
+        for n in names
+    ]
+    return sql.SQL("select {outer} from (select {inner} from {table} e where {conds}) a").format(
+        outer=sql.SQL(", ").join(outer),
+        inner=inner.select_list(),
+        table=sql.Identifier(view.schema, view.table),
+        conds=conds,
+    )
 
 
 def _window_conditions(
@@ -111,23 +216,13 @@ def lateral(
     """`select s._row, <features> from <spine> s left join lateral (<aggregates>) f on true`,
     the shape of `skewless.offline.asof_sql.lateral`."""
     assert view.aggregation is not None
-    by_name = {f.name: f for f in view.aggregation.features}
     t = sql.SQL("s.{}").format(sql.Identifier(ts))
     pairs = [(vk, sql.SQL("s.{}").format(sql.Identifier(sk))) for vk, sk in keys.items()]
-    cols = sql.SQL(", ").join(
-        sql.SQL("{} as {}").format(feature_sql(view, by_name[name], t), sql.Identifier(name))
-        for name in features
-    )
     out = sql.SQL(", ").join(sql.SQL("f.{}").format(sql.Identifier(n)) for n in features)
-    return sql.SQL(
-        "select s._row, {out} from {spine} s cross join lateral ("
-        "select {cols} from {table} e where {conds}) f"
-    ).format(
+    return sql.SQL("select s._row, {out} from {spine} s cross join lateral ({q}) f").format(
         out=out,
         spine=spine,
-        cols=cols,
-        table=sql.Identifier(view.schema, view.table),
-        conds=_window_conditions(view, pairs, t, strict),
+        q=_select(view, features, t, _window_conditions(view, pairs, t, strict)),
     )
 
 
@@ -150,11 +245,11 @@ def create_function_sql(view: FeatureView) -> sql.Composed:
     )
     ts = sql.SQL("p_ts")
     pairs = [(k, sql.Identifier(f"p_{k}")) for k in view.entity]
-    cols = sql.SQL(", ").join(feature_sql(view, f, ts) for f in view.aggregation.features)
-    body = sql.SQL("select {cols} from {table} e where {conds}").format(
-        cols=cols,
-        table=sql.Identifier(view.schema, view.table),
-        conds=_window_conditions(view, pairs, ts, sql.SQL("p_strict")),
+    body = _select(
+        view,
+        [f.name for f in view.aggregation.features],
+        ts,
+        _window_conditions(view, pairs, ts, sql.SQL("p_strict")),
     )
     return sql.SQL(
         "create or replace function {name}({params}) returns table ({returns}) language sql stable"
