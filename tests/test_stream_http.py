@@ -819,3 +819,39 @@ def test_concurrent_overlapping_batches_all_succeed_and_store_each_event_once(se
     assert [a.status for a in answers] == [200] * len(batches), [a.body for a in answers]
     assert sum(a.json["stored"] for a in answers) == len(events)
     assert len(_stored(svc, "CONC")) == len(events)
+
+
+def test_the_served_app_of_skewless_serve_takes_events(svc, published, monkeypatch):
+    """`from_environment` (what each `skewless serve` worker runs) wires PostgreSQL in: events of
+    the published stream are written, and /metrics names the stream."""
+    from skewless.serving.app import from_environment
+    from skewless.serving.metrics import METRICS_DIR_ENV
+
+    monkeypatch.delenv(METRICS_DIR_ENV, raising=False)
+    app = from_environment()
+    origin = f"W{RUN[:5]}"
+    event = {
+        "event_id": f"departure:{RUN}:served",
+        "event_time": (NOW - timedelta(minutes=3)).isoformat(),
+        "origin": origin,
+        "carrier": "UA",
+        "kind": "departure",
+        "dest": "BOS",
+        "flight": 1,
+        "dep_delay": 12,
+    }
+    try:
+        with _running(app) as port:
+            answer = _post(port, {"events": [event]}, stream="flight_events")
+            assert answer.status == 200, answer.body
+            assert answer.json["stored"] == 1
+            text = _call(port, "GET", "/metrics").body.decode()
+            assert (
+                _sample(text, 'skewless_stream_events_ingested_total{stream="flight_events"}') >= 0
+            )
+            spec = _call(port, "GET", "/openapi.json").json
+            assert "/events/flight_events" in spec["paths"]
+    finally:
+        app.close()
+        with psycopg.connect(svc.postgres_url, autocommit=True) as conn:
+            conn.execute("delete from streams.flight_events where origin = %s", (origin,))
