@@ -172,5 +172,6 @@ class FeatureStore:
         spec = registry.stream(stream)
         moment = clock.now() if now is None else now
         events = validated_events(spec, rows, moment)
+        self.redis.ping()  # a Redis outage refuses the batch before the event table is written
         with psycopg.connect(self.postgres_url, autocommit=True) as conn:
             return ingest(conn, self.redis, self.namespace, registry, spec, events, moment)
