@@ -5,8 +5,11 @@
 --
 -- For each spine row and view, the view's as-of function picks the row with
 -- as_of - ttl <= feature_ts <= as_of of greatest feature_ts, then created_at (strict=true: also
--- created_at <= as_of); none gives NULL features and keeps the row. Spine columns come first,
--- unchanged, one output row per spine row. The spine names the views' key columns as they do.
+-- created_at <= as_of); none gives NULL features and keeps the row. An aggregated view (a source
+-- with meta.skewless.aggregate) is read the same way: its function returns one row, its features
+-- over the events with as_of - window < event_time <= as_of (strict: created_at <= as_of).
+-- Spine columns come first, unchanged, one output row per spine row. The spine names the views'
+-- key columns as they do.
 --
 -- `features` takes `<view>_v<N>:<feature>` entries (optionally `as <name>`); `feature_service`
 -- takes the pinned list of a service (an exposure with meta.skewless.features). The model must
@@ -31,7 +34,8 @@
     {%- endfor -%}
     {%- for node in graph.sources.values() -%}
         {%- set meta = (node.config.get('meta') or node.get('meta') or {}).get('skewless') -%}
-        {%- if meta and (meta.get('view') or node.name) == view and (meta.get('version', 1) | int) == version -%}
+        {#- an external view, or an aggregated view (not a stream: its source declares no view) -#}
+        {%- if meta and 'stream' not in meta and (meta.get('view') or node.name) == view and (meta.get('version', 1) | int) == version -%}
             {{ return(node) }}
         {%- endif -%}
     {%- endfor -%}

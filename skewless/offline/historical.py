@@ -4,7 +4,9 @@ The entity frame goes to PostgreSQL with COPY (only its key and time columns, so
 time so the join probes the view's index in order); each view is joined as of each row's
 timestamp in SQL; the result comes back with COPY. Both directions use binary COPY decoded by numpy
 when the types allow (integer keys; integer, float and boolean features), CSV otherwise. Input
-columns are returned unchanged, one output row per input row, in input order.
+columns are returned unchanged, one output row per input row, in input order. An aggregated view
+(windowed aggregations of a stream) is joined with `skewless.streams.offline_sql.lateral`, one
+range scan of the row's events per spine row, whatever the strategy: it has no rows to sweep.
 
 Arguments are checked before any work, in O(columns) plus at most one pass over an object-typed
 key column, and each problem is a DataError naming the argument: `entity_df` must be a DataFrame
@@ -35,6 +37,7 @@ from skewless.offline import asof_sql
 from skewless.offline import spine as spines
 from skewless.registry import FeatureView, Registry, ServiceFeature
 from skewless.registry.model import normal_type
+from skewless.streams import offline_sql
 
 if TYPE_CHECKING:
     import polars as pl
@@ -608,7 +611,10 @@ def _training_set(
     n = len(entity_df)
     with conn.transaction():
         plans = {
-            view: choose_strategy(
+            # an aggregated view has no rows to carry forward: always one probe per spine row
+            view: LATERAL
+            if view.is_aggregate
+            else choose_strategy(
                 n,
                 _estimated_rows(conn, view) if strategy == AUTO and not strict else 0,
                 strict,
@@ -625,7 +631,9 @@ def _training_set(
             mine = [w for w in wanted if w.view == view]
             names = [w.feature for w in mine]
             key_map = {k: k for k in view.entity}
-            if how == SWEEP:
+            if view.is_aggregate:
+                query = offline_sql.lateral(view, spine, key_map, "_ts", names, strict=strict)
+            elif how == SWEEP:
                 query = asof_sql.sweep(view, spine, key_map, "_ts", names)
             else:
                 query = asof_sql.lateral(view, spine, key_map, "_ts", names, strict=strict)
