@@ -5,6 +5,7 @@ quiet for more than a few seconds (heartbeats)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -106,3 +107,46 @@ def test_running_step_reads_nothing_before_a_run(svc, monkeypatch):
     step = demo.RunningStep()
     assert step() is None
     assert step.since <= datetime.now(UTC)
+
+
+def test_the_live_replay_serves_delay_model_v3_as_it_trains(materialized, svc, namespace):
+    """The demo's streaming part on the last two days: real flight events through the Redis
+    Stream and a worker, none late or refused; a delay_model_v3 training set with the live
+    columns filled; an online read whose live values are present and equal the training values at
+    the clock. The clock is the test's again afterwards."""
+    from skewless.publish import apply, working_copy
+    from skewless.registry import published
+    from skewless.streams import flights
+
+    with psycopg.connect(svc.postgres_url) as conn:
+        apply(conn, working_copy(), published_by="test_demo_polish")
+        registry = published.load(conn)[1]
+        end = clock.now()  # the end of LAST, New York
+        start = end - timedelta(days=demo.LIVE_DAYS)
+        ids = [e["event_id"] for e in flights.from_table(conn, start, end).between(start, end)]
+    pinned = os.environ["SKEWLESS_NOW"]
+    client = redis.Redis.from_url(svc.redis_url)
+    try:
+        replayed = demo.stream_live(svc.postgres_url, client, namespace, registry, start, end)
+        assert os.environ["SKEWLESS_NOW"] == pinned
+        assert replayed.events == len(ids) > 2000
+        assert replayed.stored + replayed.duplicates == replayed.events
+        assert replayed.late == replayed.dead == 0
+        assert replayed.steps == demo.LIVE_DAYS * 24 * 6
+        with psycopg.connect(svc.postgres_url) as conn:
+            lines, got = demo.live_training_set(conn, registry, LAST, start, end)
+            assert got is not None and len(got) == demo.SPINE_FLIGHTS, lines
+            assert (got["departures_2h"] > 0).all() and got["late_share_7d"].notna().all(), lines
+            assert "5 live features" in lines[0]
+            lines, values, equal = demo.live_lookup(conn, client, registry, namespace, LAST, end)
+        live = {k: v for k, v in values.items() if k.split(":")[0].endswith("_live_departures_v1")}
+        live |= {k: v for k, v in values.items() if k.startswith("carrier_live_delays_v1:")}
+        assert len(live) == 5 and {s for _, s in live.values()} == {"present"}, lines
+        assert equal is True and lines[-1].endswith("feature by feature: yes"), lines
+    finally:
+        with psycopg.connect(svc.postgres_url, autocommit=True) as conn:
+            conn.execute("delete from streams.flight_events where event_id = any(%s)", (ids,))
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=10_000))
+        if keys:
+            client.delete(*keys)
+        client.close()

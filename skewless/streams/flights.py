@@ -143,9 +143,6 @@ class FlightEvents:
         columns with Python values (a UTC datetime, ints, None for a scheduled event's delay)."""
         return to_dicts(self._slice(start, end))
 
-    def frame_between(self, start: datetime | None, end: datetime | None) -> pd.DataFrame:
-        return self._slice(start, end).reset_index(drop=True)
-
 
 def to_dicts(frame: pd.DataFrame) -> list[dict[str, object]]:
     out = []
