@@ -8,13 +8,20 @@ from assets.online import online_assets
 from assets.partner import airport_schedule_load
 from assets.raw import raw_assets
 from assets.registry import registry
+from assets.streams import stream_assets
 from checks.freshness import freshness_checks
 from checks.future_values import future_values_check
 from checks.online_consistency import online_consistency_check
 from checks.online_coverage import online_coverage_check
 from checks.quality import quality_check
 from checks.schema import schema_check
-from jobs import build_features_job, daily_refresh_job, monitor_features_job, raw_days_job
+from jobs import (
+    build_features_job,
+    daily_refresh_job,
+    monitor_features_job,
+    raw_days_job,
+    rebuild_streams_job,
+)
 from resources import PostgresResource, RedisResource, dbt_resource
 from sensors.daily_refresh_schedule import daily_refresh_schedule
 from sensors.dead_run_sensor import dead_run_sensor
@@ -38,6 +45,7 @@ defs = Definitions(
         registry,
         dbt_models,
         *online_assets,
+        *stream_assets,
         feature_drift,
     ],
     asset_checks=[
@@ -48,7 +56,13 @@ defs = Definitions(
         *(quality_check(view) for view in REGISTRY.table_views.values()),
         *freshness_checks,
     ],
-    jobs=[raw_days_job, build_features_job, daily_refresh_job, monitor_features_job],
+    jobs=[
+        raw_days_job,
+        build_features_job,
+        daily_refresh_job,
+        monitor_features_job,
+        rebuild_streams_job,
+    ],
     schedules=[daily_refresh_schedule],
     sensors=[
         registry_automation_sensor,

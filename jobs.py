@@ -12,6 +12,7 @@ from dagster import AssetKey, AssetSelection, define_asset_job
 from assets.constants import RAW
 from assets.monitoring import FEATURE_DRIFT_KEY
 from assets.raw import raw_flights, raw_weather
+from assets.streams import ONLINE_STATE_KEYS, REDIS_STREAM_KEYS, STREAMS
 from checks.freshness import freshness_selection
 
 daily_raw = AssetSelection.assets(raw_flights, raw_weather)
@@ -19,6 +20,13 @@ monitoring = AssetSelection.assets(FEATURE_DRIFT_KEY)
 # Left out of build runs: freshness checks run from their sensors (a pipeline that stopped is
 # exactly what a build never reports), drift after builds by automation (the early days of a
 # replay drift legitimately, as the 30-day windows fill, which says nothing about the build).
+
+rebuilds = AssetSelection.assets(*ONLINE_STATE_KEYS)
+# The online state of aggregated views is written by the stream writers; rebuilding it from the
+# event table is a repair (or a new version's start), run on purpose: never part of a build, which
+# needs no stream worker and leaves the streams' state alone.
+redis_streams = AssetSelection.assets(*REDIS_STREAM_KEYS)
+"""External assets (producers XADD to them): nothing to run."""
 
 raw_days_job = define_asset_job(
     "raw_days",
@@ -28,14 +36,22 @@ raw_days_job = define_asset_job(
 
 build_features_job = define_asset_job(
     "build_features",
-    selection=AssetSelection.all() - daily_raw - monitoring - freshness_selection,
+    selection=AssetSelection.all() - daily_raw - monitoring - freshness_selection - rebuilds,
     description="Raw dimensions, dbt build with its tests, then the online views in Redis.",
 )
 
 daily_refresh_job = define_asset_job(
     "daily_refresh",
-    selection=AssetSelection.all(),
+    selection=AssetSelection.all() - rebuilds,
     description="The nightly refresh: one day of raw data, then everything downstream of it.",
+)
+
+rebuild_streams_job = define_asset_job(
+    "rebuild_streams",
+    selection=(AssetSelection.groups(STREAMS) - redis_streams) | rebuilds,
+    description="Event tables and aggregated views (as-of functions), then every aggregated "
+    "view's online state rebuilt from its event table (after Redis lost it, or for a new "
+    "version).",
 )
 
 monitor_features_job = define_asset_job(
@@ -57,6 +73,6 @@ def build_views_selection(
     are left out as in `build_features`: their sensors evaluate them.
     """
     targets = AssetSelection.assets(*targets)
-    needed = targets.upstream() - AssetSelection.groups(RAW)
+    needed = targets.upstream() - AssetSelection.groups(RAW) - redis_streams
     # an external view's own asset (another team's load) is in the raw group: named, it runs
     return (needed | targets | AssetSelection.assets(*load_raw)) - monitoring - freshness_selection
