@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -383,3 +384,78 @@ def test_delay_model_v3_training_rows_carry_the_live_features(streamed, svc):
                 value = float(value) if function != "count" and value is not None else value
                 expected = _oracle(departures, column, getattr(row, column), at, function, window)
                 assert _same(value, expected), (name, row, value, expected)
+
+
+def test_the_replay_emits_each_event_once_the_clock_has_passed_it(svc, tmp_path, monkeypatch):
+    """`replay(..., emit=)`: a day of flight events XADDed as the replay clock walks through it,
+    each only once the clock has passed it, taken by a worker running meanwhile whose clock is
+    the replay clock (no pinned time): every event stored once, none refused as from the future,
+    each ingested at or after its event time; the day's files land as before."""
+    import threading
+
+    from skewless import clock
+    from skewless.landing.replay import replay
+    from skewless.landing.zone import pending_files
+
+    day = date(2013, 1, 3)
+    start, end = flights.local_start(day), flights.local_start(day + timedelta(days=1))
+    expected = {e["event_id"]: e for e in flights.from_package(start, end).between(start, end)}
+    namespace = f"{os.environ['SKEWLESS_NAMESPACE']}-replay"
+    client = redis.Redis.from_url(svc.redis_url)
+    with psycopg.connect(svc.postgres_url) as conn:
+        apply(conn, working_copy(), published_by="test_stream_flights")
+        registry = published.load(conn)[1]
+    stream = registry.stream(flights.STREAM)
+    sink = flights.StreamSink(client, stream_key(namespace, stream))
+    late: list[str] = []
+
+    def emit(events):
+        now = clock.replay_clock(fresh=True)
+        late.extend(e["event_id"] for e in events if e["event_time"] > now)
+        sink(events)
+
+    before = clock.replay_clock(fresh=True)
+    monkeypatch.delenv("SKEWLESS_NOW")
+    clock.clear_replay_clock()
+    worker = Worker(svc.postgres_url, client, namespace, registry, streams=[stream.name])
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        written = replay(day, day, 1.0, root=tmp_path, emit=emit, tick=timedelta(hours=1))
+        assert written == 2 and len(pending_files(tmp_path)[0]) == 2
+        assert clock.replay_clock(fresh=True) == end
+        assert not late and sink.sent == len(expected) > 1000
+        deadline = time.monotonic() + 60
+        while worker.counters.ingested + worker.counters.dead < len(expected):
+            assert time.monotonic() < deadline, worker.counters
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(30)
+        worker.close()
+        clock.clear_replay_clock()
+        if before is not None:
+            clock.advance_replay_clock(before)
+    assert worker.counters.dead == 0 and worker.counters.ingested == len(expected)
+    try:
+        with psycopg.connect(svc.postgres_url) as conn:
+            stored = conn.execute(
+                "select event_id, event_time, kind, dep_delay, created_at"
+                " from streams.flight_events where event_id = any(%s)",
+                (list(expected),),
+            ).fetchall()
+        assert len(stored) == len(expected)
+        for event_id, event_time, kind, dep_delay, created_at in stored:
+            assert (event_time, kind, dep_delay) == tuple(
+                expected[event_id][c] for c in ("event_time", "kind", "dep_delay")
+            )
+            assert event_time <= created_at <= end
+    finally:
+        with psycopg.connect(svc.postgres_url, autocommit=True) as conn:
+            conn.execute(
+                "delete from streams.flight_events where event_id = any(%s)", (list(expected),)
+            )
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=10_000))
+        if keys:
+            client.delete(*keys)
+        client.close()
