@@ -55,14 +55,24 @@ def _replay(args: argparse.Namespace) -> int:
     from skewless.progress import log
 
     pace = parse_pace(args.pace)
+    sink = None
+    if not args.no_events:
+        from skewless.streams import flights
+
+        sink = flights.project_sink()
     log.info(f"replaying {args.start}..{args.end} into {landing_dir()}, {pace:g}s per day")
     written = replay(
         args.start,
         args.end,
         pace,
         on_day=lambda day, now: log.info(f"landed {day}; replay clock {now.isoformat()}"),
+        emit=sink,
     )
-    log.info(f"{written} files landed; the landing_sensor loads them while the UI runs")
+    events = f", {sink.sent:,} flight events to {sink.key}" if sink is not None else ""
+    log.info(
+        f"{written} files landed{events}; the landing_sensor loads them and the stream worker "
+        "ingests the events while the UI runs"
+    )
     return 0
 
 
@@ -505,6 +515,11 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--end", type=_day, default=LAST_DAY, help="last day")
     replay.add_argument(
         "--pace", default="2s", help="wall time per simulated day: 2s, 500ms, 1m; 0 = all at once"
+    )
+    replay.add_argument(
+        "--no-events",
+        action="store_true",
+        help="land the daily files only, without XADDing flight events as the clock moves",
     )
     replay.set_defaults(fn=_replay)
     backfill = sub.add_parser(

@@ -494,6 +494,8 @@ class Worker:
                 )
                 failures = 0
             if until_idle and handled == 0:
+                # caught up at this instant: mark it now, not at the next throttled idle mark
+                self._idle(self.streams(), clock.now())
                 break
             elapsed = time.monotonic() - last_report
             if elapsed >= report_every:
