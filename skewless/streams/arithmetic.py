@@ -17,73 +17,196 @@ order. Per feature, over the events of the window that pass its filter:
 - `last`: the non-NULL value of the latest event (greatest event time, then greatest event id by
   code point);
 - `share`: `float(events meeting the condition) / float(events)`; NULL for an empty window.
+
+Online, the conversion to a decimal is made once per event, when it is written: a float column
+that a sum, mean or stddev reads is kept in the state as its decimal, `[mantissa, exponent]`
+(integers), so a read only adds integers (`Compiled.slots` says what each member holds). The
+exact sums are Python integers per exponent, combined at the smallest exponent, and rounded once
+by a correctly rounded integer division (as `float(Decimal)`, as PostgreSQL).
 """
 
 from __future__ import annotations
 
-import decimal
 import math
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
-from skewless.streams.model import INTEGER_TYPES, AggFeature, Aggregation
+from skewless.registry.model import normal_type
+from skewless.streams.model import FLOAT_TYPES, INTEGER_TYPES, AggFeature, Aggregation, Condition
 
-EXACT = decimal.Context(prec=2000, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
-"""Enough digits for any sum of 15-digit decimals of floats (their exponents span < 700)."""
+RAW, PARTS = "raw", "parts"
+"""What a member slot holds: the column's value, or a float's exact decimal `[mantissa,
+exponent]` (`exact_parts`)."""
+
+_NUMERIC = ("sum", "mean", "stddev")
+
+
+def exact_parts(value: float) -> list[int]:
+    """A float's 15-significant-digit decimal (PostgreSQL's `float8::numeric`, correctly rounded)
+    as `[mantissa, exponent]`: the value is mantissa * 10**exponent."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} has no decimal: stream values are finite numbers")
+    mantissa, _, exponent = f"{value:.14e}".partition("e")
+    return [int(mantissa.replace(".", "")), int(exponent) - 14]
 
 
 def exact(value: int | float) -> int | Decimal:
     """A value as the exact decimal both sides add: ints as they are, floats at 15 digits."""
     if isinstance(value, int):
         return value
-    return Decimal(format(value, ".15g"))
+    m, e = exact_parts(value)
+    return Decimal(m).scaleb(e)
 
 
-def as_float(value: int | Decimal) -> float:
-    """Correctly rounded, as PostgreSQL's numeric-to-float8 cast rounds."""
-    return float(value)
+def _to_float(total: int, exponent: int) -> float:
+    """total * 10**exponent, correctly rounded (int / int is, in Python), as PostgreSQL's
+    numeric-to-float8 cast rounds; beyond the float range, an infinity (as float(Decimal))."""
+    try:
+        if exponent >= 0:
+            return float(total * 10**exponent)
+        return total / 10**-exponent
+    except OverflowError:
+        return math.inf if total > 0 else -math.inf
+
+
+def _sum_parts(parts: Sequence[Sequence[int]]) -> tuple[int, int]:
+    """The exact sum of decimals `[mantissa, exponent]`, as (integer, exponent)."""
+    by_exponent: dict[int, int] = {}
+    for m, e in parts:
+        by_exponent[e] = by_exponent.get(e, 0) + m
+    if not by_exponent:
+        return 0, 0
+    low = min(by_exponent)
+    return sum(m * 10 ** (e - low) for e, m in by_exponent.items()), low
+
+
+def _squares_parts(parts: Sequence[Sequence[int]]) -> tuple[int, int]:
+    by_exponent: dict[int, int] = {}
+    for m, e in parts:
+        e2 = e + e
+        by_exponent[e2] = by_exponent.get(e2, 0) + m * m
+    low = min(by_exponent)
+    return sum(m * 10 ** (e - low) for e, m in by_exponent.items()), low
+
+
+def slots(aggregation: Aggregation) -> tuple[tuple[str, str], ...]:
+    """What each member holds after `[event_time_us, event_id]`: (column, RAW or PARTS), in the
+    order of `Aggregation.needed_columns`, RAW before PARTS."""
+    types = aggregation.stream.columns
+    raw: set[str] = set()
+    parts: set[str] = set()
+    for f in aggregation.features:
+        raw.update(c.column for c in (*f.filter, *f.condition))
+        if f.column is None or f.function == "count":
+            continue
+        if f.function in _NUMERIC and normal_type(types[f.column]) in FLOAT_TYPES:
+            parts.add(f.column)
+        else:
+            raw.add(f.column)
+    for f in aggregation.features:  # count(column) reads whichever slot the column has
+        if f.function == "count" and f.column is not None and f.column not in parts:
+            raw.add(f.column)
+    out = []
+    for column in aggregation.needed_columns:
+        if column in raw:
+            out.append((column, RAW))
+        if column in parts:
+            out.append((column, PARTS))
+    return tuple(out)
 
 
 class Compiled:
     """One aggregated view's features, prepared for evaluating over member lists.
 
-    An event is `[event_time_us, event_id, *values]`, values in `Aggregation.needed_columns`
-    order (the online state's member layout).
+    An event is `[event_time_us, event_id, *slots]` (the online state's member layout): per
+    `slots`, a column's value, or a float's exact decimal `[mantissa, exponent]` (None for NULL).
     """
 
     def __init__(self, aggregation: Aggregation):
         self.aggregation = aggregation
-        columns = aggregation.needed_columns
-        self.position = {c: 2 + i for i, c in enumerate(columns)}
+        self.slots = slots(aggregation)
+        self.position = {slot: 2 + i for i, slot in enumerate(self.slots)}
         self.features = aggregation.features
+        self._groups: dict[tuple, list] = {}
         self.plans = [self._plan(f) for f in aggregation.features]
+        self._filter_list = [tuple(g) for g in sorted(self._groups.values(), key=lambda g: g[0])]
+        self._parts = tuple(i for i, (_, form) in enumerate(self.slots) if form == PARTS)
+
+    def row(self, event: Mapping[str, object]) -> list:
+        """The slots' values of one event (dict of stored columns), for its state member."""
+        out = [event[c] for c, _ in self.slots]
+        for i in self._parts:
+            if out[i] is not None:
+                out[i] = exact_parts(out[i])  # type: ignore[arg-type]
+        return out
+
+    def _at(self, column: str) -> int:
+        return self.position.get((column, RAW)) or self.position[(column, PARTS)]
 
     def _plan(self, f: AggFeature):
-        at = self.position.get(f.column) if f.column else None
-        filt = tuple((self.position[c.column], c) for c in f.filter)
-        cond = tuple((self.position[c.column], c) for c in f.condition)
+        parts = f.function in _NUMERIC and (f.column, PARTS) in self.position
+        at = self.position[(f.column, PARTS)] if parts else self._at(f.column) if f.column else None
+        filt = tuple((self.position[(c.column, RAW)], c) for c in f.filter)
+        cond = tuple((self.position[(c.column, RAW)], c) for c in f.condition)
         integer = f.column is not None and _column_type(self.aggregation, f.column) in INTEGER_TYPES
-        return f.function, at, filt, cond, f.window_us, integer
+        # features with the same filter share one filtered list per read (over the longest of
+        # their windows); each then takes its own window's tail of it
+        group = self._groups.setdefault(filt, [len(self._groups), _predicate(filt), 0])
+        group[2] = max(group[2], f.window_us)
+        return f.function, at, group[0], _predicate(cond), f.window_us, integer, parts
 
     def values(self, events: Sequence[Sequence], at_us: int) -> tuple:
         """Every feature's value at `at_us`, from events sorted by event time (any tie order)."""
         times = [e[0] for e in events]
         end = bisect_right(times, at_us)
+        lists = []
+        for _, keep, longest in self._filter_list:
+            start = bisect_right(times, at_us - longest, 0, end)
+            if keep is None:
+                lists.append((events, times, start))
+            else:
+                kept = [e for e in events[start:end] if keep(e)]
+                lists.append((kept, [e[0] for e in kept], 0))
         out = []
-        for function, at, filt, cond, window_us, integer in self.plans:
-            chosen = events[bisect_right(times, at_us - window_us, 0, end) : end]
-            if filt:
-                chosen = [e for e in chosen if all(c.holds(e[p]) for p, c in filt)]
-            out.append(_evaluate(function, at, cond, integer, chosen))
+        for function, at, group, hit, window_us, integer, parts in self.plans:
+            chosen_from, chosen_times, low = lists[group]
+            stop = end if chosen_from is events else len(chosen_from)
+            chosen = chosen_from[bisect_right(chosen_times, at_us - window_us, low, stop) : stop]
+            if parts:
+                out.append(numeric_parts(function, [e[at] for e in chosen if e[at] is not None]))
+            else:
+                out.append(_evaluate(function, at, hit, integer, chosen))
         return tuple(out)
+
+
+def _predicate(conditions: tuple[tuple[int, Condition], ...]) -> Callable[[Sequence], bool] | None:
+    """An event's test for `conditions` (slot position, condition), all of which must hold (each
+    as `Condition.holds`: NULL meets no comparison); None when there is none."""
+    if not conditions:
+        return None
+    tests = [_one(p, c) for p, c in conditions]
+    if len(tests) == 1:
+        return tests[0]
+    return lambda e: all(t(e) for t in tests)
+
+
+def _one(p: int, c: Condition) -> Callable[[Sequence], bool]:
+    op, lit = c.op, c.literal
+    if op == "=":
+        return lambda e: e[p] == lit  # None == lit is False, as NULL = lit is not true
+    if op == "is null":
+        return lambda e: e[p] is None
+    if op == "is not null":
+        return lambda e: e[p] is not None
+    return lambda e: c.holds(e[p])
 
 
 def _column_type(aggregation: Aggregation, column: str) -> str:
     return aggregation.stream.columns[column]
 
 
-def _evaluate(function: str, at: int | None, cond, integer: bool, chosen: list) -> object:
+def _evaluate(function: str, at: int | None, hit, integer: bool, chosen: Sequence) -> object:
     if function == "count":
         if at is None:
             return len(chosen)
@@ -91,7 +214,7 @@ def _evaluate(function: str, at: int | None, cond, integer: bool, chosen: list) 
     if function == "share":
         if not chosen:
             return None
-        hits = sum(1 for e in chosen if all(c.holds(e[p]) for p, c in cond))
+        hits = sum(1 for e in chosen if hit(e)) if hit is not None else len(chosen)
         return float(hits) / float(len(chosen))
     values = [e[at] for e in chosen if e[at] is not None]
     if function == "last":
@@ -105,27 +228,41 @@ def _evaluate(function: str, at: int | None, cond, integer: bool, chosen: list) 
         best = min(values) if function == "min" else max(values)
         # -0.0 == 0.0: which zero an aggregate meets first differs between the stores, so a
         # float's zero is +0.0 (as `min(x) + 0.0` is in SQL)
-        return best if integer else best + 0.0
+        return best + 0.0 if isinstance(best, float) else best
     return numeric(function, values, integer)
 
 
 def numeric(function: str, values: Sequence[int | float], integer: bool) -> object:
     """sum, mean, stddev of present values, exactly as the module docstring says."""
-    if integer:
-        total: int | Decimal = sum(values)
-    else:
-        with decimal.localcontext(EXACT):
-            total = sum((exact(v) for v in values), Decimal(0))
+    if not integer:
+        return numeric_parts(function, [exact_parts(v) for v in values])
+    total = sum(values)
     n = len(values)
     if function == "sum":
-        return total if integer else as_float(total)
+        return total
     if function == "mean":
-        return None if n == 0 else as_float(total) / float(n)
+        return None if n == 0 else float(total) / float(n)
     if function == "stddev":
         if n < 2:
             return None
-        with decimal.localcontext(EXACT):
-            squares = sum(((x := exact(v)) * x for v in values), Decimal(0) if not integer else 0)
-            numerator = n * squares - total * total
-        return math.sqrt(as_float(numerator) / float(n * (n - 1)))
+        numerator = n * sum(x * x for x in values) - total * total
+        return math.sqrt(float(numerator) / float(n * (n - 1)))
+    raise ValueError(f"unknown numeric function {function!r}")
+
+
+def numeric_parts(function: str, parts: Sequence[Sequence[int]]) -> object:
+    """sum, mean, stddev of floats given as their exact decimals `[mantissa, exponent]`."""
+    n = len(parts)
+    if function == "sum":
+        return _to_float(*_sum_parts(parts))
+    if function == "mean":
+        return None if n == 0 else _to_float(*_sum_parts(parts)) / float(n)
+    if function == "stddev":
+        if n < 2:
+            return None
+        total, low = _sum_parts(parts)
+        squares, low2 = _squares_parts(parts)
+        low3 = min(low2, low + low)
+        numerator = n * squares * 10 ** (low2 - low3) - total * total * 10 ** (low + low - low3)
+        return math.sqrt(_to_float(numerator, low3) / float(n * (n - 1)))
     raise ValueError(f"unknown numeric function {function!r}")

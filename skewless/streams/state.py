@@ -3,10 +3,11 @@
 Exact values at any instant need every event of the window (an edge at `now - window` can fall
 between any two events), so the state holds exactly those, compactly: one Redis sorted set per
 (view version, entity) at the entity's key (`skewless.online.keys`), scored by event time in
-microseconds, each member the event's canonical JSON `[event_time_us, event_id, *values]` (only the
-columns the view reads). Memory per entity is bounded by design: events older than the longest
-window are removed on every write, and the key expires once its newest event has left every
-window. Writes are idempotent (a member is a set element) and commutative (any order, several
+microseconds, each member the event's canonical MessagePack `[event_time_us, event_id, *slots]`
+(only what the view reads: `arithmetic.Compiled.slots`, where a float that is summed is kept as
+its exact decimal, so reads only add integers). Memory per entity is bounded by design: events
+older than the longest window are removed on every write, and the key expires once its newest
+event has left every window. Writes are idempotent (a member is a set element) and commutative (any order, several
 workers), so at-least-once delivery gives exactly-once state.
 
 A read fetches `(now - longest, now]` of each entity in the same round trip as every other view
@@ -16,42 +17,29 @@ and evaluates the features with `skewless.streams.arithmetic`, the offline SQL's
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from importlib import resources
 
 import redis
+from msgpack import packb, unpackb
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from skewless.errors import DataError
 from skewless.online import codec
 from skewless.online.keys import entity_key
 from skewless.online.writer import wall_shift_ms
 from skewless.registry import FeatureView
-from skewless.streams.model import Stream
+from skewless.streams.arithmetic import Compiled
+from skewless.streams.model import Aggregation, Stream
 
 SCRIPT = resources.files("skewless.streams").joinpath("window_state.lua").read_text()
 MARGIN = timedelta(hours=1)
 """Redis keeps a state key this long past its newest event's last window (project time)."""
-
-
-def _unencodable(value: object) -> object:
-    raise TypeError(f"an event value of type {type(value).__name__} has no canonical encoding")
-
-
-_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-_ENCODE = (
-    _make_encoder(
-        None, _unencodable, json.encoder.encode_basestring, None, ":", ",", False, False, True
-    )
-    if _make_encoder is not None
-    else None
-)
-"""`json.dumps(x, separators=(",", ":"), ensure_ascii=False)`'s own C encoder, made once: the same
-text (floats by repr), without building an encoder per event."""
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -64,15 +52,27 @@ def _micros(moment: datetime) -> int:
 
 
 def member(event: Sequence[object]) -> bytes:
-    """The canonical encoding: equal events give equal bytes (floats by repr, exactly)."""
-    if _ENCODE is not None:
-        return "".join(_ENCODE(list(event), 0)).encode()
-    return json.dumps(list(event), separators=(",", ":"), ensure_ascii=False).encode()
+    """The canonical encoding (MessagePack): equal events give equal bytes (floats as their 8
+    bytes, exactly)."""
+    return packb(list(event))
 
 
-def decode(members: Iterable[bytes]) -> list[list]:
-    """Members back to events, in one JSON parse."""
-    return json.loads(b"[" + b",".join(members) + b"]")
+def decode(members: Sequence[bytes]) -> list:
+    """Members (MessagePack arrays) back to events, in one parse: they are the items of one
+    MessagePack array."""
+    n = len(members)
+    if n < 16:
+        head = bytes((0x90 | n,))
+    elif n < 65536:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
+    if n and members[0][:1] == b"[":
+        raise DataError(
+            "the online state of an aggregated view holds events in the JSON layout of an earlier"
+            " Skewless: rebuild it (`skewless stream rebuild`)"
+        )
+    return unpackb(head + b"".join(members), use_list=False)
 
 
 def progress_key(namespace: str, stream: str) -> str:
@@ -93,25 +93,30 @@ def state_rows(
     return out
 
 
+@lru_cache(maxsize=256)
+def _compiled(aggregation: Aggregation) -> Compiled:
+    return Compiled(aggregation)
+
+
 def _flat_rows(
     view: FeatureView,
     events: Sequence[dict[str, object]],
     times: list[int],
     now_us: int,
-    encoded: dict[tuple[str, ...], list],
+    encoded: dict[tuple, list],
 ) -> dict[tuple, list]:
     """[score, member, score, member, ...] by entity key, for events inside the longest window.
-    `encoded` caches members by needed columns, for views that read the same ones."""
+    `encoded` caches members by member layout, for views whose members are the same."""
     aggregation = view.aggregation
     assert aggregation is not None
-    stream = aggregation.stream
-    needed = aggregation.needed_columns
+    compiled = _compiled(aggregation)
     bound = now_us - aggregation.longest_us
-    members = encoded.get(needed)
+    members = encoded.get(compiled.slots)
     if members is None:
-        members = encoded[needed] = [None] * len(events)
-    eid = stream.event_id
-    encode = member
+        members = encoded[compiled.slots] = [None] * len(events)
+    eid = aggregation.stream.event_id
+    row = compiled.row
+    pack = packb
     out: dict[tuple, list] = defaultdict(list)
     keys = view.entity
     one = keys[0] if len(keys) == 1 else None
@@ -121,7 +126,7 @@ def _flat_rows(
             continue  # every window that held it has closed: offline only
         m = members[i]
         if m is None:
-            m = members[i] = encode([t, e[eid], *[e[c] for c in needed]])
+            m = members[i] = pack([t, e[eid], *row(e)])
         flat = out[(e[one],) if one is not None else tuple(e[k] for k in keys)]
         flat.append(t)
         flat.append(m)
