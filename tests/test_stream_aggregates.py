@@ -425,7 +425,7 @@ def _check(where: str, features, got: tuple, want_by_feature: list) -> None:
 
 
 @settings(
-    max_examples=int(os.environ.get("SKEWLESS_PROPERTY_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("SKEWLESS_PROPERTY_EXAMPLES", "40")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -541,7 +541,10 @@ def test_output_types_follow_the_functions(types_setup):
         assert math.isnan(empty["share_i4"]) and math.isnan(empty["mean_f"])
     # polars in, polars out, same values
     pl = pytest.importorskip("polars")
-    frame = get_historical_features(conn, registry, pl.from_pandas(spine), refs)
+    polars_spine = pl.DataFrame(
+        {"gate": spine["gate"].tolist(), "event_timestamp": spine["event_timestamp"].tolist()}
+    )
+    frame = get_historical_features(conn, registry, polars_spine, refs)
     assert frame["last_label"].to_list() == ["", None, None, None]
     assert frame["sum_f"].to_list() == [0.3, 0.0, 0.0, 0.0]
 
