@@ -963,7 +963,9 @@ def bench_memory(client) -> None:
 
     # growth: one entity's key against its longest window and event rate
     origin = views[0]
-    print("growth (one entity, members shaped as the demo's: event id, kind, delay):")
+    print(
+        "growth (one entity of origin_live_departures_v1, departure events: members hold the event id and the delay):"
+    )
     print(
         f"  {'window':>8} {'events/min':>10} {'events':>8} {'bytes':>12} {'B/event':>8}  encoding"
     )

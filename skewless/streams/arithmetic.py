@@ -90,14 +90,23 @@ def _squares_parts(parts: Sequence[Sequence[int]]) -> tuple[int, int]:
     return sum(m * 10 ** (e - low) for e, m in by_exponent.items()), low
 
 
+def common_filter(aggregation: Aggregation) -> tuple[Condition, ...]:
+    """Conditions in every feature's filter: an event failing one counts in no feature, so the
+    online state never holds it (and its columns only for the other uses)."""
+    first, *others = [f.filter for f in aggregation.features]
+    return tuple(c for c in first if all(c in other for other in others))
+
+
 def slots(aggregation: Aggregation) -> tuple[tuple[str, str], ...]:
     """What each member holds after `[event_time_us, event_id]`: (column, RAW or PARTS), in the
     order of `Aggregation.needed_columns`, RAW before PARTS."""
     types = aggregation.stream.columns
     raw: set[str] = set()
     parts: set[str] = set()
+    common = set(common_filter(aggregation))
     for f in aggregation.features:
-        raw.update(c.column for c in (*f.filter, *f.condition))
+        raw.update(c.column for c in f.filter if c not in common)
+        raw.update(c.column for c in f.condition)
         if f.column is None or f.function == "count":
             continue
         if f.function in _NUMERIC and normal_type(types[f.column]) in FLOAT_TYPES:
@@ -125,6 +134,7 @@ class Compiled:
 
     def __init__(self, aggregation: Aggregation):
         self.aggregation = aggregation
+        self.common = common_filter(aggregation)
         self.slots = slots(aggregation)
         self.position = {slot: 2 + i for i, slot in enumerate(self.slots)}
         self.features = aggregation.features
@@ -132,6 +142,10 @@ class Compiled:
         self.plans = [self._plan(f) for f in aggregation.features]
         self._filter_list = [tuple(g) for g in sorted(self._groups.values(), key=lambda g: g[0])]
         self._parts = tuple(i for i, (_, form) in enumerate(self.slots) if form == PARTS)
+
+    def admits(self, event: Mapping[str, object]) -> bool:
+        """Whether the state keeps the event (dict of stored columns): it meets `common`."""
+        return all(c.holds(event[c.column]) for c in self.common)
 
     def row(self, event: Mapping[str, object]) -> list:
         """The slots' values of one event (dict of stored columns), for its state member."""
@@ -147,7 +161,8 @@ class Compiled:
     def _plan(self, f: AggFeature):
         parts = f.function in _NUMERIC and (f.column, PARTS) in self.position
         at = self.position[(f.column, PARTS)] if parts else self._at(f.column) if f.column else None
-        filt = tuple((self.position[(c.column, RAW)], c) for c in f.filter)
+        # the common conditions held at the write: every member meets them
+        filt = tuple((self.position[(c.column, RAW)], c) for c in f.filter if c not in self.common)
         cond = tuple((self.position[(c.column, RAW)], c) for c in f.condition)
         integer = f.column is not None and _column_type(self.aggregation, f.column) in INTEGER_TYPES
         # features with the same filter share one filtered list per read (over the longest of

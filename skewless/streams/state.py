@@ -3,12 +3,14 @@
 Exact values at any instant need every event of the window (an edge at `now - window` can fall
 between any two events), so the state holds exactly those, compactly: one Redis sorted set per
 (view version, entity) at the entity's key (`skewless.online.keys`), scored by event time in
-microseconds, each member the event's canonical MessagePack `[event_time_us, event_id, *slots]`
-(only what the view reads: `arithmetic.Compiled.slots`, where a float that is summed is kept as
-its exact decimal, so reads only add integers). Memory per entity is bounded by design: events
-older than the longest window are removed on every write, and the key expires once its newest
-event has left every window. Writes are idempotent (a member is a set element) and commutative (any order, several
-workers), so at-least-once delivery gives exactly-once state.
+microseconds, each member the event's canonical MessagePack `[event_time_us, event_id, *slots]`:
+only what the view reads (`arithmetic.Compiled.slots`; a float that is summed is kept as its
+exact decimal, so reads only add integers), and only events that can count (one failing a
+condition of every feature's filter is not kept: `arithmetic.common_filter`). Memory per entity
+is bounded by design: events older than the longest window are removed on every write, and the
+key expires once its newest event has left every window. Writes are idempotent (a member is a set
+element) and commutative (any order, several workers), so at-least-once delivery gives
+exactly-once state.
 
 A read fetches `(now - longest, now]` of each entity in the same round trip as every other view
 and evaluates the features with `skewless.streams.arithmetic`, the offline SQL's arithmetic.
@@ -116,6 +118,7 @@ def _flat_rows(
         members = encoded[compiled.slots] = [None] * len(events)
     eid = aggregation.stream.event_id
     row = compiled.row
+    admits = compiled.admits if compiled.common else None
     pack = packb
     out: dict[tuple, list] = defaultdict(list)
     keys = view.entity
@@ -124,6 +127,8 @@ def _flat_rows(
         t = times[i]
         if t <= bound:
             continue  # every window that held it has closed: offline only
+        if admits is not None and not admits(e):
+            continue  # fails a condition of every feature's filter: counts in none
         m = members[i]
         if m is None:
             m = members[i] = pack([t, e[eid], *row(e)])
