@@ -119,7 +119,21 @@ def build(names: list[str], services: list[str] = ()) -> BuildReport:
     from skewless.services import services as servers
 
     started = time.monotonic()
-    views = select_views(orchestrate.code_location_registry(), names, services)
+    chosen = select_views(orchestrate.code_location_registry(), names, services)
+    views = [v for v in chosen if not v.is_aggregate]
+    streamed = [v.versioned_name for v in chosen if v.is_aggregate]
+    if streamed and not views:
+        raise DefinitionError(
+            f"{', '.join(streamed)} {'is an aggregated view' if len(streamed) == 1 else 'are aggregated views'}"
+            ": computed from a stream as events arrive, never built. `skewless stream` ingests "
+            f"events; `skewless stream rebuild {streamed[0]}` rebuilds the online state from the "
+            "event table"
+        )
+    if streamed:
+        log.info(
+            f"skipping aggregated view(s) {', '.join(streamed)}: fed by their stream "
+            "(`skewless stream`), not built"
+        )
     with psycopg.connect(servers().postgres_url) as conn:
         empty = empty_raw_tables(conn, _raw_tables(views))
     daily = [t for t in empty if t in DAILY]

@@ -85,3 +85,11 @@ def test_the_cli_prints_the_result(materialized):
     assert "origin_weather_v1: " in done.stderr and "rows offline" in done.stderr
     assert "checks: " in done.stderr and " succeeded in " in done.stderr
     assert "dagster - " not in done.stderr  # Dagster's own lines are in the log file only
+
+
+def test_an_aggregated_view_is_not_built_and_the_error_says_how_it_is_fed():
+    with pytest.raises(
+        DefinitionError,
+        match=r"origin_live_departures_v1 is an aggregated view.*skewless stream rebuild origin_live_departures_v1",
+    ):
+        build(["origin_live_departures_v1"])
