@@ -232,19 +232,8 @@ def _with_aggregates(
             else:
                 low = now_us - compiled.aggregation.longest_us
                 commands.append(("ZRANGEBYSCORE", key, f"({low}", now_us))
-    markers = [
-        marker_key(namespace, v.versioned_name)
-        for v, sla, c in zip(views, plan.sla_us, plan.compiled, strict=True)
-        if sla is not None and c is None
-    ]
-    streams = sorted(
-        {
-            c.aggregation.stream.name
-            for c, v in zip(plan.compiled, views, strict=True)
-            if c and v.ttl
-        }
-    )
-    commands += [("GET", progress_key(namespace, s)) for s in streams]
+    markers, streams, marks = _aggregate_parts(plan, namespace)
+    commands += marks
     if plain or markers:
         commands[0] = ("MGET", *plain, *markers)
         replies = _batch(client, commands)
@@ -311,6 +300,35 @@ def _with_aggregates(
         columns[name] = [c[position] for c in cells[view_at::n_views]]
         statuses[name] = [s[position] for s in states[view_at::n_views]]
     return OnlineResult(columns, statuses)
+
+
+_PARTS: dict[tuple[int, str], tuple] = {}
+
+
+def _aggregate_parts(plan: _Plan, namespace: str) -> tuple[list[str], list[str], list[tuple]]:
+    """Per plan and namespace, computed once: the plain views' freshness markers, the streams
+    whose progress marks judge staleness, and the commands that read those marks."""
+    found = _PARTS.get((id(plan), namespace))
+    if found is not None and found[0] is plan:
+        return found[1]
+    views = plan.views
+    markers = [
+        marker_key(namespace, v.versioned_name)
+        for v, sla, c in zip(views, plan.sla_us, plan.compiled, strict=True)
+        if sla is not None and c is None
+    ]
+    streams = sorted(
+        {
+            c.aggregation.stream.name
+            for c, v in zip(plan.compiled, views, strict=True)
+            if c and v.ttl
+        }
+    )
+    parts = (markers, streams, [("GET", progress_key(namespace, s)) for s in streams])
+    if len(_PARTS) > 1024:
+        _PARTS.clear()
+    _PARTS[(id(plan), namespace)] = (plan, parts)
+    return parts
 
 
 def _behind(mark: bytes | None, now_us: int, ttl_us: int | None) -> bool:

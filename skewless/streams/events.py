@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from operator import itemgetter
 
 import psycopg
 from psycopg import sql
@@ -96,7 +97,8 @@ def append(
     table = sql.Identifier(stream.schema, stream.table)
     names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     types = _copy_types(stream, columns)
-    rows = [tuple(e[c] for c in columns) for e in first.values()]
+    values = itemgetter(*columns)
+    rows = [values(e) for e in first.values()]
     with conn.transaction():
         try:
             # all new (the usual case): straight into the table; a stored id aborts the COPY
