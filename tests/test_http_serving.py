@@ -650,7 +650,7 @@ def test_skewless_serve_with_two_workers_and_tokens(svc, rds):
         assert all(got["statuses"][n] == ["missing"] for n in got["feature_names"])
         # ready exactly when every served view version has been materialized in this namespace
         namespace = os.environ["SKEWLESS_NAMESPACE"]
-        served = sorted(load_registry().views)
+        served = sorted(load_registry().table_views)
         markers = rds.mget([marker_key(namespace, name) for name in served])
         ready = _call(port, "GET", "/ready")
         assert ready.status == (200 if all(markers) else 503), (ready.json, markers)

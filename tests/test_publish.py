@@ -60,7 +60,7 @@ def _rename_temp(root: Path) -> None:
         root / "dbt_project" / "models" / "feature_services.yml",
         "origin_weather_v1:temp\n",
         "origin_weather_v1:temp_f\n",
-        count=2,
+        count=3,
     )
 
 
