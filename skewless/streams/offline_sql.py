@@ -119,7 +119,8 @@ def feature_sql(
             sql.SQL("{}({}) filter (where {})").format(sql.SQL(f.function), col, where)
         )
         # -0.0 = 0.0: which one the aggregate keeps depends on the scan order; +0.0 either way
-        return extreme if integer else sql.SQL("({} + '0'::float8)").format(extreme)
+        floating = stream.columns[f.column] == "double precision"
+        return sql.SQL("({} + '0'::float8)").format(extreme) if floating else extreme
     if f.function == "last":
         return inner.add(
             sql.SQL(
