@@ -81,7 +81,13 @@ from skewless.services import services  # noqa: E402
 from skewless.streams import events as event_tables  # noqa: E402
 from skewless.streams import offline_sql  # noqa: E402
 from skewless.streams.ingest import ingest  # noqa: E402
-from skewless.streams.model import AggFeature, Aggregation, Condition, Stream  # noqa: E402
+from skewless.streams.model import (  # noqa: E402
+    AggFeature,
+    Aggregation,
+    Condition,
+    Stream,
+    aggregated_view,
+)
 from skewless.streams.state import StateWriter  # noqa: E402
 from skewless.streams.worker import Worker, stream_key  # noqa: E402
 
@@ -115,23 +121,8 @@ NAMES = [f.name for f in AGG_FEATURES]
 
 
 def _agg_view(stream: Stream, name: str = "bench_agg") -> FeatureView:
-    return FeatureView(
-        name=name,
-        version=1,
-        schema=stream.schema,
-        table=stream.table,
-        entity=stream.keys,
-        entity_types=stream.key_types,
-        features=tuple(Feature(f.name, f.dtype, "") for f in AGG_FEATURES),
-        ttl=timedelta(minutes=15),
-        freshness_sla=None,
-        owner="bench",
-        description="",
-        kind="aggregate",
-        ts_column=stream.event_time,
-        created_column="created_at",
-        upstream=(stream.relation,),
-        aggregation=Aggregation(stream, AGG_FEATURES),
+    return aggregated_view(
+        name, stream, stream.keys, AGG_FEATURES, owner="bench", ttl=timedelta(minutes=15)
     )
 
 

@@ -31,11 +31,17 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from skewless.online.reader import get_online_features
-from skewless.registry import Feature, FeatureView, Registry
+from skewless.registry import FeatureView, Registry
 from skewless.streams import events as event_tables
 from skewless.streams import offline_sql
 from skewless.streams.ingest import ingest
-from skewless.streams.model import AggFeature, Aggregation, Condition, Stream, output_type
+from skewless.streams.model import (
+    AggFeature,
+    Condition,
+    Stream,
+    aggregated_view,
+    output_type,
+)
 from skewless.streams.validate import validated_events
 
 RUN = uuid.uuid4().hex[:8]
@@ -160,23 +166,8 @@ def agg_features(specs, windows) -> tuple[tuple[AggFeature, Spec, timedelta], ..
 
 def make_view(name: str, stream: Stream, entity: tuple[str, ...], features) -> FeatureView:
     aggs = tuple(f for f, _, _ in features)
-    return FeatureView(
-        name=name,
-        version=1,
-        schema=stream.schema,
-        table=stream.table,
-        entity=entity,
-        entity_types=tuple(stream.columns[k] for k in entity),
-        features=tuple(Feature(f.name, f.dtype, "") for f in aggs),
-        ttl=None,
-        freshness_sla=None,
-        owner="tests@skewless.dev",
-        description="property test view",
-        kind="aggregate",
-        ts_column=stream.event_time,
-        created_column="created_at",
-        upstream=(stream.relation,),
-        aggregation=Aggregation(stream, aggs),
+    return aggregated_view(
+        name, stream, entity, aggs, owner="tests@skewless.dev", description="property test view"
     )
 
 

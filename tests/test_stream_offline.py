@@ -31,7 +31,13 @@ from skewless.registry import Feature, FeatureView, Registry
 from skewless.streams import events as event_tables
 from skewless.streams import offline_sql
 from skewless.streams.ingest import ingest
-from skewless.streams.model import AggFeature, Aggregation, Condition, Stream, output_type
+from skewless.streams.model import (
+    AggFeature,
+    Condition,
+    Stream,
+    aggregated_view,
+    output_type,
+)
 from skewless.streams.rebuild import rebuild
 from skewless.streams.validate import validated_events
 
@@ -408,23 +414,7 @@ TYPE_FEATURES = (
 
 
 def _aggregate_view(name: str, stream: Stream, entity: tuple[str, ...], features) -> FeatureView:
-    return FeatureView(
-        name=name,
-        version=1,
-        schema=stream.schema,
-        table=stream.table,
-        entity=entity,
-        entity_types=tuple(stream.columns[k] for k in entity),
-        features=tuple(Feature(f.name, f.dtype, "") for f in features),
-        ttl=None,
-        freshness_sla=None,
-        owner="tests@skewless.dev",
-        description="",
-        kind="aggregate",
-        ts_column=stream.event_time,
-        created_column="created_at",
-        aggregation=Aggregation(stream, tuple(features)),
-    )
+    return aggregated_view(name, stream, entity, tuple(features), owner="tests@skewless.dev")
 
 
 def _event(i, minute, gate, lane="l", ival=None, fval=None, label=None, flag=None) -> dict:

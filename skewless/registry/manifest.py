@@ -32,8 +32,8 @@ from skewless.streams.model import (
     NUMERIC_TYPES,
     STREAM_TYPES,
     AggFeature,
-    Aggregation,
     Stream,
+    aggregated_view,
     output_type,
     parse_conditions,
 )
@@ -471,26 +471,19 @@ def _aggregate_view(
         )
     if not meta.get("owner"):
         raise DefinitionError(f"{where}: meta.skewless.owner is missing; every view has an owner")
-    return FeatureView(
-        name=name,
+    return aggregated_view(
+        name,
+        stream,
+        tuple(entity),
+        tuple(features),
+        owner=str(meta["owner"]),
         version=version,
-        schema=stream.schema,
-        table=stream.table,
-        entity=tuple(entity),
-        entity_types=tuple(columns[k] for k in entity),
-        features=tuple(Feature(f.name, f.dtype, f.description) for f in features),
+        description=props.get("description", ""),
         ttl=parse_duration(meta.get("ttl"), where=f"{where}: ttl"),
         freshness_sla=parse_duration(meta.get("freshness_sla"), where=f"{where}: freshness_sla"),
-        owner=str(meta["owner"]),
-        description=props.get("description", ""),
         stale_policy=stale_policy,
         tags=tuple(meta.get("tags") or ()),
         unique_id=props["unique_id"],
-        kind="aggregate",
-        ts_column=stream.event_time,
-        created_column=STREAM_CREATED,
-        upstream=(stream.relation,),
-        aggregation=Aggregation(stream, tuple(features)),
     )
 
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from skewless.durations import format_duration
 from skewless.errors import DefinitionError
-from skewless.registry.model import normal_type
+from skewless.registry.model import Feature, FeatureView, normal_type
 
 INTEGER_TYPES = frozenset({"bigint", "integer", "smallint"})
 FLOAT_TYPES = frozenset({"double precision"})
@@ -112,7 +112,7 @@ class Condition:
     def text(self) -> str:
         if self.op in ("is null", "is not null"):
             return f"{self.column} {self.op}"
-        return f"{self.column} {self.op} {_text_literal(self.literal)}"
+        return f"{self.column} {self.op} {_sql_literal(self.literal)}"
 
     def holds(self, value: object) -> bool:
         op = self.op
@@ -137,14 +137,7 @@ class Condition:
 
 
 def _sql_literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _text_literal(value: object) -> str:
+    """A literal as SQL and as the YAML writes it (the two are the same text)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -281,3 +274,44 @@ class Aggregation:
             "stream_fingerprint": self.stream.fingerprint,
             "features": [f.identity() for f in self.features],
         }
+
+
+def aggregated_view(
+    name: str,
+    stream: Stream,
+    entity: tuple[str, ...],
+    features: tuple[AggFeature, ...],
+    *,
+    owner: str,
+    version: int = 1,
+    description: str = "",
+    ttl: timedelta | None = None,
+    freshness_sla: timedelta | None = None,
+    stale_policy: str = "null",
+    tags: tuple[str, ...] = (),
+    unique_id: str = "",
+) -> FeatureView:
+    """The feature view of an aggregation: its relation is the stream's event table."""
+
+    columns = stream.columns
+    return FeatureView(
+        name=name,
+        version=version,
+        schema=stream.schema,
+        table=stream.table,
+        entity=tuple(entity),
+        entity_types=tuple(columns[k] for k in entity),
+        features=tuple(Feature(f.name, f.dtype, f.description) for f in features),
+        ttl=ttl,
+        freshness_sla=freshness_sla,
+        owner=owner,
+        description=description,
+        stale_policy=stale_policy,
+        tags=tuple(tags),
+        unique_id=unique_id,
+        kind="aggregate",
+        ts_column=stream.event_time,
+        created_column=CREATED,
+        upstream=(stream.relation,),
+        aggregation=Aggregation(stream, tuple(features)),
+    )
