@@ -27,9 +27,9 @@ run on the same servers, and the machine's load average (on a shared machine, re
    3 windows with `skewless.streams.offline_sql.lateral` (what get_historical_features runs),
    against hand-written SQL: the spine joined to the events on key and time range, grouped by
    spine row, with plain float aggregates (`avg`, `sum`), and the same with the exact numeric
-   sums the aggregated views use; and a proposal: the same lateral summing each float's decimal
-   stored once per event (a generated column `value::numeric`) instead of casting it per (spine
-   row, event). Each query's rows are read with COPY (binary); best of R, round-robin, with the
+   sums the aggregated views use (the lateral sums each float's decimal stored once per event,
+   the event table's generated column `value__exact`, instead of casting it per (spine row,
+   event)). Each query's rows are read with COPY (binary); best of R, round-robin, with the
    PostgreSQL backend's CPU; results are checked equal (the float reference within 1e-9
    relative). `--explain` prints EXPLAIN ANALYZE's top lines. Target: <= 1.0x.
 5. Redis memory of the online state: the demo's aggregated views (origin_live_departures_v1,
@@ -660,15 +660,13 @@ OFFLINE_VIEW = _agg_view(OFFLINE_STREAM, "bench_offline")
 
 
 EXACT_COLUMN = "value__exact"
-"""The proposed faster exact formulation: each float's decimal (`value::numeric`, the cast the
-exact sums need) computed once, when the event is stored (a generated column), instead of once
-per (spine row, event in its window)."""
+"""The event table's stored exact decimal of `value` (skewless.streams.events.exact_column)."""
 
 
 def _offline_data(conn, events: int, spine: int) -> None:
     """The event table as `skewless apply` makes it (key on event_id, the view's (key, time)
     index), filled with seeded events (1,000 entities over 7 days, times to the microsecond),
-    plus the proposal's generated column; and a spine with random entities and instants."""
+    with its generated exact column; and a spine with random entities and instants."""
     table = sql.Identifier(SCHEMA, OFFLINE_STREAM.table)
     conn.execute(sql.SQL("drop table if exists {}").format(table))
     columns = sql.SQL(", ").join(
@@ -751,15 +749,6 @@ def _lateral() -> sql.Composed:
     )
 
 
-def _lateral_stored(conn) -> sql.Composable:
-    """The same lateral, its sums over the stored decimals instead of casting per row."""
-    text = _lateral().as_string(conn)
-    cast = 'e."value"::numeric'
-    if cast not in text:
-        raise SystemExit(f"the lateral SQL no longer casts with {cast}: update the proposal")
-    return sql.SQL(text.replace(cast, f"e.{EXACT_COLUMN}"))  # type: ignore[arg-type]
-
-
 def _timed_copy(conn, query: sql.Composable) -> float:
     started = time.perf_counter()
     with conn.cursor().copy(sql.SQL("copy ({}) to stdout (format binary)").format(query)) as copy:
@@ -790,7 +779,6 @@ def bench_offline(conn, events: int, spine: int, repeat: int, explain: bool) -> 
         "lateral (offline_sql)": _lateral(),
         "range join, float aggregates": _range_join(exact=False),
         "range join, exact numeric": _range_join(exact=True),
-        "proposal: lateral, stored exact": _lateral_stored(conn),
     }
     # results first: every method gives the lateral's values
     want = _rows(conn, methods["lateral (offline_sql)"])
@@ -820,8 +808,7 @@ def bench_offline(conn, events: int, spine: int, repeat: int, explain: bool) -> 
     ours = best["lateral (offline_sql)"]
     print(
         f"target  <= 1.0x the hand-written range join: lateral {ours / best[ref]:.2f}x the float one,"
-        f" {ours / best['range join, exact numeric']:.2f}x the exact one; with the exact decimal"
-        f" stored {best['proposal: lateral, stored exact'] / best[ref]:.2f}x the float one"
+        f" {ours / best['range join, exact numeric']:.2f}x the exact one"
         f"   ({_load()}, best of {repeat})"
     )
     if explain:

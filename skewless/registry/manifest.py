@@ -386,6 +386,12 @@ def _stream(props: Mapping[str, Any], meta: Mapping[str, Any]) -> Stream:
         raise DefinitionError(f"{where}: {STREAM_CREATED} must be timestamptz")
     fixed = {*keys, event_time, event_id, STREAM_CREATED}
     payload = tuple((c, t) for c, t in types.items() if c not in fixed)
+    reserved = [c for c in types if c.endswith("__exact")]
+    if reserved:
+        raise DefinitionError(
+            f"{where}: column(s) {', '.join(reserved)} end in __exact, which names the stored "
+            "exact decimals of float columns; rename them"
+        )
     unsupported = [f"{c} {t}" for c, t in payload if t not in STREAM_TYPES]
     if unsupported:
         raise DefinitionError(

@@ -22,6 +22,25 @@ from psycopg.copy import QueuedLibpqWriter
 
 from skewless.streams.model import CREATED, Stream
 
+EXACT_SUFFIX = "__exact"
+
+
+def exact_column(column: str) -> str:
+    """A double precision payload column's exact decimal (`<column>::numeric`, the value the
+    aggregations add), stored once per event: training sums read it instead of casting per
+    (spine row, event)."""
+    return column + EXACT_SUFFIX
+
+
+def _exact_columns(stream: Stream) -> list[sql.Composable]:
+    return [
+        sql.SQL("{} numeric generated always as ({}::numeric) stored").format(
+            sql.Identifier(exact_column(c)), sql.Identifier(c)
+        )
+        for c, t in stream.payload
+        if t == "double precision"
+    ]
+
 
 def table_sql(stream: Stream) -> sql.Composed:
     cols = sql.SQL(", ").join(
@@ -34,6 +53,7 @@ def table_sql(stream: Stream) -> sql.Composed:
         )
         for c, t in stream.columns.items()
     )
+    cols = sql.SQL(", ").join([cols, *_exact_columns(stream)])
     return sql.SQL("create table if not exists {} ({}, primary key ({}))").format(
         sql.Identifier(stream.schema, stream.table), cols, sql.Identifier(stream.event_id)
     )
@@ -53,6 +73,12 @@ def ensure_table(conn: psycopg.Connection, stream: Stream) -> None:
             sql.SQL("create schema if not exists {}").format(sql.Identifier(stream.schema))
         )
         conn.execute(table_sql(stream))
+        for column in _exact_columns(stream):  # tables made before the exact columns existed
+            conn.execute(
+                sql.SQL("alter table {} add column if not exists {}").format(
+                    sql.Identifier(stream.schema, stream.table), column
+                )
+            )
         conn.execute(
             sql.SQL("create index if not exists {} on {} ({}, {})").format(
                 sql.Identifier(keys_index(stream)),

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from skewless.registry import FeatureView
+from skewless.streams.events import exact_column
 from skewless.streams.model import INTEGER_TYPES, AggFeature, Condition
 
 
@@ -133,7 +134,8 @@ def feature_sql(
                 where=where,
             )
         )
-    value = col if integer else sql.SQL("{}::numeric").format(col)
+    # a float's exact decimal is stored with the event (events.exact_column): no cast per row
+    value = col if integer else sql.SQL("e.{}").format(sql.Identifier(exact_column(f.column)))
     total = sql.SQL("sum({}) filter (where {})").format(value, where)
     n = sql.SQL("count({}) filter (where {})").format(col, where)
     if f.function == "sum":
@@ -147,7 +149,7 @@ def feature_sql(
         return _divide(_to_float(inner.add(total)), count)
     if f.function == "stddev":
         squares = sql.SQL("sum({x} * {x}) filter (where {w})").format(
-            x=sql.SQL("{}::numeric").format(col), w=where
+            x=sql.SQL("{}::numeric").format(col) if integer else value, w=where
         )
         numerator = inner.add(
             sql.SQL("{n}::numeric * {sq} - {t}::numeric * {t}::numeric").format(
