@@ -33,7 +33,7 @@ from skewless.online.keys import entity_tag
 from skewless.online.watermark import marker_key
 from skewless.registry import FeatureView, Registry
 from skewless.streams.arithmetic import Compiled
-from skewless.streams.state import decode, progress_key
+from skewless.streams.state import READ_SCRIPT, WindowCache, progress_key
 
 PRESENT, MISSING, STALE = "present", "missing", "stale"
 
@@ -219,6 +219,7 @@ def _with_aggregates(
     moment = now or clock.now()
     now_us = codec.micros(moment)
     plain: list[str] = []
+    agg_keys: list[tuple[str, int]] = []
     commands: list[tuple] = [("MGET",)]
     for i, row in enumerate(entity_rows):
         for view, suffix, compiled in zip(views, plan.suffixes, plan.compiled, strict=True):
@@ -231,15 +232,16 @@ def _with_aggregates(
                 plain.append(key)
             else:
                 low = now_us - compiled.aggregation.longest_us
-                commands.append(("ZRANGEBYSCORE", key, f"({low}", now_us))
+                agg_keys.append((key, low))
+                commands.append(WINDOWS.command(key, low))
     markers, streams, marks = _aggregate_parts(plan, namespace)
     commands += marks
     if plain or markers:
         commands[0] = ("MGET", *plain, *markers)
-        replies = _batch(client, commands)
+        replies = _scripted_batch(client, commands)
         raw = replies[0]
     else:
-        replies = [None, *_batch(client, commands[1:])]
+        replies = [None, *_scripted_batch(client, commands[1:])]
         raw = []
     progress = dict(zip(streams, replies[len(replies) - len(streams) :], strict=True))
     moment_us = now_us + codec.OFFSET_US
@@ -275,10 +277,13 @@ def _with_aggregates(
                 cells.append(got if got is not None else plan.nulls[i])
                 states.append([state] * n)
             continue
-        members = replies[agg_at]
+        key, low = agg_keys[agg_at - 1]
+        values = WINDOWS.values(key, replies[agg_at], compiled, now_us, low)
+        if values is None:  # a cached copy dropped by another thread meanwhile: read it again
+            (reply,) = _scripted_batch(client, [WINDOWS.command(key, low)[:-1] + ("",)])
+            values = WINDOWS.values(key, reply, compiled, now_us, low)
         agg_at += 1
         view = views[i]
-        values = compiled.values(decode(members) if members else [], now_us)
         if view.ttl is not None and _behind(
             progress.get(compiled.aggregation.stream.name), now_us, plan.ttl_us[i]
         ):
@@ -329,6 +334,20 @@ def _aggregate_parts(plan: _Plan, namespace: str) -> tuple[list[str], list[str],
         _PARTS.clear()
     _PARTS[(id(plan), namespace)] = (plan, parts)
     return parts
+
+
+WINDOWS = WindowCache()
+"""This process's copies of aggregated entities' window events (skewless.streams.state)."""
+
+
+def _scripted_batch(client: redis.Redis, commands: list[tuple]) -> list:
+    """`_batch`, loading the window read script first if Redis does not have it (a new or
+    restarted server)."""
+    try:
+        return _batch(client, commands)
+    except redis.exceptions.NoScriptError:
+        client.script_load(READ_SCRIPT)
+        return _batch(client, commands)
 
 
 def _behind(mark: bytes | None, now_us: int, ttl_us: int | None) -> bool:

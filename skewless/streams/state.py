@@ -19,6 +19,8 @@ and evaluates the features with `skewless.streams.arithmetic`, the offline SQL's
 from __future__ import annotations
 
 import hashlib
+import uuid
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,6 +77,11 @@ def decode(members: Sequence[bytes]) -> list:
             " Skewless: rebuild it (`skewless stream rebuild`)"
         )
     return unpackb(head + b"".join(members), use_list=False)
+
+
+def version_key(state_key: str) -> str:
+    """Where an entity's state version lives (same hash slot: the name keeps the hash tag)."""
+    return state_key + ":version"
 
 
 def progress_key(namespace: str, stream: str) -> str:
@@ -183,6 +190,7 @@ class StateWriter:
         times = [_micros(e[et]) for e in events]  # type: ignore[arg-type]
         encoded: dict[tuple[str, ...], list] = {}
         calls: list[tuple] = []
+        token = uuid.uuid4().hex
         touched = 0
         for view in self.views:
             assert view.aggregation is not None
@@ -190,17 +198,18 @@ class StateWriter:
             life_ms = (longest + MARGIN // timedelta(microseconds=1)) // 1000 + shift
             rows = _flat_rows(view, events, times, now_us, encoded)
             touched += len(rows)
-            head = [now_us - longest, life_ms]
+            head = [now_us - longest, life_ms, token]
             groups: dict[int, tuple[list, list]] = {}
             for key, flat in rows.items():
                 name = entity_key(self.namespace, view.versioned_name, key)
                 slot = key_slot(name.encode()) if self.cluster else 0
                 group = groups.get(slot)
-                if group is None or len(group[0]) >= CALL_KEYS or len(group[1]) >= CALL_ARGS:
+                if group is None or len(group[0]) >= 2 * CALL_KEYS or len(group[1]) >= CALL_ARGS:
                     if group is not None:
                         calls.append(group)
                     group = groups[slot] = ([], list(head))
                 group[0].append(name)
+                group[0].append(version_key(name))
                 group[1].append(len(flat) // 2)
                 group[1].extend(flat)
             calls.extend(groups.values())
@@ -236,3 +245,64 @@ if not old or tonumber(old) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], 
 def mark(client: redis.Redis, namespace: str, stream: str, now_us: int) -> None:
     """Record that the stream's writers are caught up to `now_us` (never moves back)."""
     client.eval(MARK_SCRIPT, 1, progress_key(namespace, stream), now_us)
+
+
+READ_SCRIPT = resources.files("skewless.streams").joinpath("window_read.lua").read_text()
+READ_SHA = hashlib.sha1(READ_SCRIPT.encode()).hexdigest()
+
+
+class WindowCache:
+    """A reader's copies of entities' window events, and the values last computed from them.
+
+    A read sends the cached copy's version with the read script (`window_read.lua`, in the same
+    round trip as the rest of the read): when the entity's events have not changed, Redis answers
+    with the version alone, and the values are computed from the copy (or reused, while `now`
+    stays before the next instant an event enters or leaves a window). Exact either way: the copy
+    holds every stored event above the window's lower edge at the time it was fetched, and a read
+    at an earlier `now` than the copy's fetches again."""
+
+    LIMIT = 50_000
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple] = {}
+
+    def command(self, key: str, low_us: int) -> tuple:
+        entry = self.entries.get(key)
+        version = entry[0] if entry is not None and entry[1] <= low_us else ""
+        return ("EVALSHA", READ_SHA, 2, key, version_key(key), f"({low_us}", version)
+
+    def values(
+        self, key: str, reply: list, compiled: Compiled, now_us: int, low_us: int
+    ) -> tuple | None:
+        if not reply:
+            self.entries.pop(key, None)
+            return compiled.values([], now_us)
+        version = reply[0]
+        entry = self.entries.get(key)
+        if len(reply) == 1:
+            if entry is None or entry[0] != version or entry[1] > low_us:
+                return None  # the copy went meanwhile (another thread): the caller reads again
+            _, _, events, times, at_us, until_us, values = entry
+            if at_us <= now_us < until_us:
+                return values
+        else:
+            events = decode(reply[1]) if reply[1] else []
+            times = [e[0] for e in events]
+        values = compiled.values(events, now_us)
+        if version:
+            if len(self.entries) >= self.LIMIT:
+                self.entries.clear()
+            until = _next_change(times, compiled, now_us)
+            self.entries[key] = (version, low_us, events, times, now_us, until, values)
+        return values
+
+
+def _next_change(times: list[int], compiled: Compiled, now_us: int) -> int:
+    """The first instant after `now_us` at which an event enters or leaves a feature's window."""
+    after = bisect_right(times, now_us)
+    until = times[after] if after < len(times) else 1 << 62
+    for f in compiled.aggregation.features:
+        first = bisect_right(times, now_us - f.window_us, 0, after)
+        if first < after:
+            until = min(until, times[first] + f.window_us)
+    return until
