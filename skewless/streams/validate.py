@@ -24,15 +24,23 @@ for the first bad event, so a batch is all or nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 
 import pandas as pd
 
 from skewless.errors import DataError
-from skewless.streams.model import CREATED, INTEGER_TYPES, Stream
-from skewless.validation import _MISSING, _Bad, _converter, _describe, is_missing
+from skewless.registry.model import normal_type
+from skewless.streams.model import CREATED, FLOAT_TYPES, INTEGER_TYPES, Stream
+from skewless.validation import (
+    _INTEGER_BITS,
+    _MISSING,
+    _Bad,
+    _converter,
+    _describe,
+    is_missing,
+)
 
 PYTHON, JSON, TEXT = "python", "json", "text"
 
@@ -138,6 +146,127 @@ def _known(stream: Stream) -> frozenset[str]:
     return frozenset(stream.input_columns)
 
 
+def _settled(convert: Callable[[object], object]) -> Callable[[object], object]:
+    """`convert` answering the stored value: None for a missing one, a non-finite float refused."""
+
+    def settle(value: object) -> object:
+        value = convert(value)
+        if value is _MISSING:
+            return None
+        if type(value) is float and not math.isfinite(value):
+            raise _Bad(f"is {value!r}; stream values must be finite numbers")
+        return value
+
+    return settle
+
+
+def _fast_text(dtype: str) -> Callable[[object], object]:
+    """The text form's converter for `dtype`, answering the stored value or None (missing) and
+    raising `_Bad` exactly as `_from_text` + `check_event` would: plain `int()`, `float()` and
+    `datetime.fromisoformat` for the strings an XADD carries, the general path for anything else."""
+    general = _settled(_from_text(dtype, form=TEXT))
+    kind = normal_type(dtype).split("(")[0].strip()
+    if dtype in INTEGER_TYPES and kind in _INTEGER_BITS:
+        low, high = -(1 << _INTEGER_BITS[kind]), 1 << _INTEGER_BITS[kind]
+
+        def integer(value: object) -> object:
+            if type(value) is not str:
+                return general(value)
+            if value == "":
+                return None
+            try:
+                number = int(value)
+            except ValueError:
+                raise _Bad(f"is {value[:60]!r}, not a number ({dtype})") from None
+            if low <= number < high:
+                return number
+            raise _Bad(f"is {number}, outside the range of {kind}")
+
+        return integer
+    if dtype in FLOAT_TYPES and kind == "double precision":
+
+        def floating(value: object) -> object:
+            if type(value) is not str:
+                return general(value)
+            if value == "":
+                return None
+            try:
+                number = float(value)
+            except ValueError:
+                raise _Bad(f"is {value[:60]!r}, not a number ({dtype})") from None
+            if number - number == 0.0:  # finite
+                return number
+            if number != number:  # NaN: missing
+                return None
+            raise _Bad(f"is {number!r}; stream values must be finite numbers")
+
+        return floating
+    if dtype == "text":
+
+        def text(value: object) -> object:
+            if type(value) is str and value.isascii() and "\x00" not in value:
+                return value
+            return general(value)
+
+        return text
+    if dtype == "timestamptz":
+        parse = datetime.fromisoformat
+
+        def moment(value: object) -> object:
+            if type(value) is not str:
+                return general(value)
+            try:
+                moment = parse(value)
+            except ValueError:
+                raise _Bad(
+                    f"is {value[:60]!r}, not an ISO 8601 time with an offset "
+                    "(e.g. 2013-06-01T12:00:00+00:00)"
+                ) from None
+            if moment.tzinfo is None:
+                raise _Bad(
+                    f"is {value[:60]!r}, a time without an offset (naive); add one, "
+                    "e.g. +00:00 or Z"
+                )
+            return moment
+
+        return moment
+    return general
+
+
+def _bounded(convert: Callable[[object], object], required: str | None) -> Callable:
+    """`convert` (a text column's) for an event id or text key: not empty, at most
+    MAX_KEY_BYTES."""
+
+    def bounded(value: object) -> object:
+        if type(value) is not str or not value.isascii() or "\x00" in value:
+            value = convert(value)  # the text converter's cheap case is the one tested here
+            if value is None:
+                return None
+        if value == "":
+            raise _Bad(f"must not be empty ({required})")
+        if len(value) > MAX_KEY_BYTES // 4 and len(value.encode()) > MAX_KEY_BYTES:  # type: ignore[arg-type]
+            raise _Bad(
+                f"is {len(value.encode())} bytes long; {required} may take at most "  # type: ignore[union-attr]
+                f"{MAX_KEY_BYTES} bytes (UTF-8)"
+            )
+        return value
+
+    return bounded
+
+
+@lru_cache(maxsize=64)
+def _text_rules(stream: Stream) -> tuple[tuple[str, Callable, str | None], ...]:
+    """The text form's rules, per input column: (name, converter answering the stored value or
+    None, why it is required or None); length bounds are in the converter."""
+    return tuple(
+        (column, _bounded(convert, required) if bounded else convert, required)
+        for column, convert, required, bounded in (
+            (column, _fast_text(stream.columns[column]), required, bounded)
+            for column, _, required, bounded in _rules(stream, TEXT)
+        )
+    )
+
+
 def _unknown(stream: Stream, record: Mapping[str, object]) -> Problem:
     known = _known(stream)
     unknown = [c for c in record if c not in known]
@@ -162,6 +291,8 @@ def check_event(
 ) -> dict[str, object] | Problem:
     """The event as stored (column -> value), or what is wrong with it: a `Problem`, a str such
     as `column origin is ...`, whose `column` names the column."""
+    if form == TEXT:
+        return check_events(stream, (record,), now, form=TEXT)[0]
     if not isinstance(record, Mapping):
         return Problem(f"is {_describe(record)}, not a mapping of column to value")
     if not record.keys() <= _known(stream):
@@ -215,6 +346,62 @@ def check_event(
     return event
 
 
+def check_events(
+    stream: Stream, records: Iterable[Mapping[str, object]], now: datetime, *, form: str = TEXT
+) -> list[dict[str, object] | Problem]:
+    """`check_event` for each record, in order: the rules are resolved once for the batch, and
+    the text form (every value a str, as an XADD carries it) parses with plain `int()`,
+    `float()` and `datetime.fromisoformat` (same results, same problems)."""
+    if form != TEXT:
+        return [check_event(stream, record, now, form=form) for record in records]
+    rules = _text_rules(stream)
+    known = _known(stream)
+    event_time = stream.event_time
+    out: list[dict[str, object] | Problem] = []
+    append = out.append
+    for record in records:
+        if type(record) is not dict and not isinstance(record, Mapping):
+            append(Problem(f"is {_describe(record)}, not a mapping of column to value"))
+            continue
+        if not record.keys() <= known:
+            append(_unknown(stream, record))
+            continue
+        event: dict[str, object] = {}
+        get = record.get
+        column = ""
+        try:
+            for column, convert, required in rules:
+                raw = get(column)
+                value = None if raw is None else convert(raw)
+                if value is None and required:
+                    got = "absent" if column not in record else f"{_describe(raw)}"
+                    raise _Bad(f"is missing ({got}); every event needs {required}")
+                event[column] = value
+        except _Bad as bad:
+            append(Problem(f"column {column} {bad}", column))
+            continue
+        when: datetime = event[event_time]  # type: ignore[assignment]
+        if when > now:
+            append(
+                Problem(
+                    f"column {event_time} is {when.isoformat()}, after now "
+                    f"({now.isoformat()}): an event from the future is never written",
+                    event_time,
+                )
+            )
+        elif when < EARLIEST:
+            append(
+                Problem(
+                    f"column {event_time} is {when.isoformat()}, before "
+                    f"{EARLIEST.isoformat()}, the earliest event time accepted",
+                    event_time,
+                )
+            )
+        else:
+            append(event)
+    return out
+
+
 def validated_events(
     stream: Stream,
     rows: pd.DataFrame | Sequence[Mapping[str, object]],
@@ -242,8 +429,12 @@ def validated_events(
     events: list[dict[str, object]] = []
     first: tuple[int, Problem] | None = None
     bad = 0
-    for i, record in enumerate(rows):
-        checked = check_event(stream, record, now, form=form)
+    checks = (
+        check_events(stream, rows, now, form=TEXT)
+        if form == TEXT
+        else (check_event(stream, record, now, form=form) for record in rows)
+    )
+    for i, checked in enumerate(checks):
         if isinstance(checked, Problem):
             bad += 1
             if first is None:

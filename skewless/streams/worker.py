@@ -16,7 +16,7 @@ Delivery is at least once; the writes are idempotent, so the results are exactly
 - the offline table keeps one row per event id and the online state is a set of events, so a batch
   processed twice changes nothing the second time.
 
-Per micro-batch: every entry is checked (`validate.check_event`, text form). A bad one (missing
+Per micro-batch: every entry is checked (`validate.check_events`, text form). A bad one (missing
 key, wrong type, naive timestamp, unknown column, event time in the future, not UTF-8, deleted from
 the stream before it was read) goes to the dead-letter stream `<stream key>:dead` with `reason`,
 `entry_id` and the entry's own fields (a field named `reason`, `entry_id` or `stream` is
@@ -58,7 +58,7 @@ from skewless.streams import ingest as ingest_module
 from skewless.streams.ingest import IngestResult, ingest
 from skewless.streams.model import Stream
 from skewless.streams.state import mark
-from skewless.streams.validate import TEXT, check_event
+from skewless.streams.validate import TEXT, check_events
 
 log = logging.getLogger("skewless.stream")
 
@@ -149,7 +149,8 @@ class Counters:
 
 @dataclass
 class _Batch:
-    """One stream's entries read in one step."""
+    """One stream's entries read in one step, as Redis answers them: [entry id, [name, value,
+    name, value, ...] (None or empty for an entry deleted since it was delivered)]."""
 
     stream: Stream
     key: str
@@ -202,6 +203,7 @@ class Worker:
         self._last_mark = float("-inf")
         self._lag_reported = False
         self._said: set[str] = set()
+        self._reader: redis.Redis | None = None
 
     # -- what to read ---------------------------------------------------------------------------
 
@@ -279,6 +281,26 @@ class Worker:
 
     # -- one step -------------------------------------------------------------------------------
 
+    def _read(self, streams: dict[str, str], **kwargs: object) -> list[tuple[str, list]]:
+        """XREADGROUP, its reply as Redis sends it ((key, entries) pairs; each entry [id, flat
+        field list]), without redis-py turning every entry's fields into a dict first: the
+        worker decodes them in one pass (`_decoded`). A second client on the same connection
+        pool (same connections and retry policy) answers the raw reply; a client without a
+        pool (another kind) is read through its own `xreadgroup`."""
+        if self._reader is None:
+            pool = getattr(self.client, "connection_pool", None)
+            if type(self.client) is redis.Redis and pool is not None:
+                self._reader = redis.Redis(connection_pool=pool)
+                self._reader.set_response_callback("XREADGROUP", _raw)
+            else:
+                self._reader = self.client
+        reply = self._reader.xreadgroup(GROUP, self.consumer, streams, **kwargs)
+        if not reply:
+            return []
+        if isinstance(reply, dict):  # RESP3: a map of key to entries
+            reply = list(reply.items())
+        return [(_text(key), entries) for key, entries in reply]
+
     def step(self) -> int:
         """Read and process at most one batch per stream; returns the entries handled
         (acknowledged: ingested, duplicates and dead-lettered)."""
@@ -299,22 +321,15 @@ class Worker:
         # acknowledged: history of its own pending list, from id 0
         for key, stream in by_key.items():
             if key not in self._own_pending_done:
-                reply = self.client.xreadgroup(GROUP, self.consumer, {key: "0"}, count=self.batch)
+                reply = self._read({key: "0"}, count=self.batch)
                 mine = reply[0][1] if reply else []
                 if mine:
                     batches.append(_Batch(stream, key, mine))
                 else:
                     self._own_pending_done.add(key)
         if not batches:
-            reply = self.client.xreadgroup(
-                GROUP,
-                self.consumer,
-                {k: ">" for k in by_key},
-                count=self.batch,
-                block=self.block_ms,
-            )
-            for k, entries in reply or []:
-                key = _text(k)
+            reply = self._read({k: ">" for k in by_key}, count=self.batch, block=self.block_ms)
+            for key, entries in reply:
                 if entries:
                     batches.append(_Batch(by_key[key], key, entries))
         now = clock.now(fresh=True)  # after the read: an event is never judged by an older clock
@@ -361,20 +376,31 @@ class Worker:
     def _process(self, registry: Registry, b: _Batch, now: datetime) -> int:
         stream = b.stream
         ids: list = []
-        good: list[tuple[object, dict, dict[str, object]]] = []
+        good: list[tuple[object, list | dict, dict[str, object]]] = []
         bad: list[tuple[object, dict, str]] = []
+        # per entry, in order: None (decoded: checked below, with the batch's other records) or
+        # (its fields, why it is refused already)
+        early: list[tuple[dict, str] | None] = []
+        records: list[dict[str, str]] = []
         for entry_id, fields in b.entries:
             ids.append(entry_id)
             if not fields:  # XADD needs a field: an empty entry in a pending list was deleted
-                bad.append((entry_id, {}, DELETED))
+                early.append(({}, DELETED))
                 continue
             record = _decoded(fields)
             if isinstance(record, str):
-                bad.append((entry_id, fields, record))
+                early.append((_fields(fields), record))
                 continue
-            checked = check_event(stream, record, now, form=TEXT)
+            early.append(None)
+            records.append(record)
+        checks = iter(check_events(stream, records, now, form=TEXT))
+        for (entry_id, fields), refused in zip(b.entries, early, strict=True):
+            if refused is not None:
+                bad.append((entry_id, refused[0], refused[1]))
+                continue
+            checked = next(checks)
             if isinstance(checked, str):
-                bad.append((entry_id, fields, checked))
+                bad.append((entry_id, _fields(fields), checked))
             else:
                 good.append((entry_id, fields, checked))
         results = self._ingest(registry, stream, good, now, bad) if good else []
@@ -422,7 +448,7 @@ class Worker:
         self,
         registry: Registry,
         stream: Stream,
-        good: list[tuple[object, dict, dict[str, object]]],
+        good: list[tuple[object, list | dict, dict[str, object]]],
         now: datetime,
         bad: list[tuple[object, dict, str]],
     ) -> list[IngestResult]:
@@ -445,7 +471,7 @@ class Worker:
             if len(good) == 1:
                 entry_id, fields, _ = good[0]
                 first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-                bad.append((entry_id, fields, f"PostgreSQL refused the event: {first}"))
+                bad.append((entry_id, _fields(fields), f"PostgreSQL refused the event: {first}"))
                 return []
             half = len(good) // 2
             return self._ingest(registry, stream, good[:half], now, bad) + self._ingest(
@@ -524,14 +550,33 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _decoded(fields: dict) -> dict[str, str] | str:
-    """The entry's fields as text, or why they are not (a field that is not UTF-8)."""
+def _raw(response: object, **_: object) -> object:
+    """A response callback answering the reply as Redis sent it."""
+    return response
+
+
+def _fields(fields: list | dict) -> dict:
+    """An entry's fields as a dict (name -> value, as read): from the flat list Redis sends
+    (a later field of the same name wins, as in redis-py's own dict)."""
+    if isinstance(fields, dict):
+        return fields
+    it = iter(fields)
+    return dict(zip(it, it, strict=True))
+
+
+def _decoded(fields: list | dict) -> dict[str, str] | str:
+    """The entry's fields (flat list or dict) as text, or why they are not (a field that is not
+    UTF-8)."""
     try:
+        if isinstance(fields, list):
+            it = map(bytes.decode, fields)
+            return dict(zip(it, it, strict=True))
         return {k.decode(): v.decode() for k, v in fields.items()}
-    except AttributeError:  # a client that decodes replies itself (decode_responses)
-        return {_text(k): _text(v) for k, v in fields.items()}
+    except (AttributeError, TypeError):  # a client that decodes replies itself (decode_responses)
+        it = map(_text, fields if isinstance(fields, list) else _flat(fields))
+        return dict(zip(it, it, strict=True))
     except UnicodeDecodeError:
-        for k, v in fields.items():
+        for k, v in _fields(fields).items():
             name = k.decode(errors="replace") if isinstance(k, bytes) else k
             for part, what in ((k, "name"), (v, "value")):
                 if isinstance(part, bytes):
@@ -540,6 +585,10 @@ def _decoded(fields: dict) -> dict[str, str] | str:
                     except UnicodeDecodeError:
                         return f"field {name!r}: its {what} is not UTF-8 text"
         return "a field is not UTF-8 text"
+
+
+def _flat(fields: dict) -> list:
+    return [part for pair in fields.items() for part in pair]
 
 
 def _dead_letter(stream: Stream, entry_id: object, fields: dict, reason: str) -> dict:
