@@ -131,17 +131,22 @@ def test_redis_answers_with_the_version_alone_when_nothing_changed(svc):
         cache = WindowCache()
         low = codec.micros(now - timedelta(hours=2))
         client.script_load(READ_SCRIPT)
-        first = client.execute_command(*cache.command(key, low)[:-1], "")
-        assert len(first) == 2 and len(first[1]) == 5  # version and members
+        plain = [client.execute_command(*c) for c in cache.commands(key, low)]
+        assert len(plain) == 2 and len(plain[1]) == 5  # no copy: the version, then the events
         compiled = reader._plan(registry, FEATURES, None).compiled[0]
-        assert cache.values(key, first, compiled, low + 1, low) is not None
-        again = client.execute_command(*cache.command(key, low))
-        assert again == [first[0]]  # the version alone: the copy holds
+        assert cache.values(key, plain, compiled, low + 1, low) is not None
+        version = cache.entries[key][0]
+
+        def check():
+            (command,) = cache.commands(key, low)  # a copy: the script that confirms it
+            return client.execute_command(*command)
+
+        assert check() == [version]  # the version alone: the copy holds
         # the same events sent again change nothing, not even the version
         ingest(conn, client, namespace, registry, stream, validated_events(stream, rows, now), now)
-        assert client.execute_command(*cache.command(key, low)) == [first[0]]
+        assert check() == [version]
         more = [_event(9, 100, 5, origin)]
         ingest(conn, client, namespace, registry, stream, validated_events(stream, more, now), now)
-        changed = client.execute_command(*cache.command(key, low))
-        assert len(changed) == 2 and changed[0] != first[0] and len(changed[1]) == 6
+        changed = check()
+        assert len(changed) == 2 and changed[0] != version and len(changed[1]) == 6
     client.close()

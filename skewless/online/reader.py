@@ -232,8 +232,9 @@ def _with_aggregates(
                 plain.append(key)
             else:
                 low = now_us - compiled.aggregation.longest_us
-                agg_keys.append((key, low))
-                commands.append(WINDOWS.command(key, low))
+                read = WINDOWS.commands(key, low)
+                agg_keys.append((key, low, len(read)))
+                commands += read
     markers, streams, marks = _aggregate_parts(plan, namespace)
     commands += marks
     if plain or markers:
@@ -258,7 +259,7 @@ def _with_aggregates(
         limits.append(limit)
     cells: list = []
     states: list[list[str]] = []
-    plain_at, agg_at = 0, 1
+    plain_at, agg_at, agg_index = 0, 1, 0
     for at in range(len(entity_rows) * n_views):
         i = at % n_views
         compiled = plan.compiled[i]
@@ -277,12 +278,14 @@ def _with_aggregates(
                 cells.append(got if got is not None else plan.nulls[i])
                 states.append([state] * n)
             continue
-        key, low = agg_keys[agg_at - 1]
-        values = WINDOWS.values(key, replies[agg_at], compiled, now_us, low)
+        key, low, n = agg_keys[agg_index]
+        agg_index += 1
+        values = WINDOWS.values(key, replies[agg_at : agg_at + n], compiled, now_us, low)
+        agg_at += n
         if values is None:  # a cached copy dropped by another thread meanwhile: read it again
-            (reply,) = _scripted_batch(client, [WINDOWS.command(key, low)[:-1] + ("",)])
-            values = WINDOWS.values(key, reply, compiled, now_us, low)
-        agg_at += 1
+            WINDOWS.entries.pop(key, None)
+            again = _scripted_batch(client, WINDOWS.commands(key, low))
+            values = WINDOWS.values(key, again, compiled, now_us, low)
         view = views[i]
         if view.ttl is not None and _behind(
             progress.get(compiled.aggregation.stream.name), now_us, plan.ttl_us[i]

@@ -266,14 +266,27 @@ class WindowCache:
     def __init__(self) -> None:
         self.entries: dict[str, tuple] = {}
 
-    def command(self, key: str, low_us: int) -> tuple:
+    def commands(self, key: str, low_us: int) -> list[tuple]:
+        """The read of one entity: with a usable copy, the script that confirms it (or sends the
+        events); without one, the version then the events, as plain commands (a script would
+        copy every event through Lua, which costs more than the read itself). The version is read
+        first, so a write landing between the two makes the copy's version older than its
+        events: the next read fetches again, never the reverse."""
         entry = self.entries.get(key)
-        version = entry[0] if entry is not None and entry[1] <= low_us else ""
-        return ("EVALSHA", READ_SHA, 2, key, version_key(key), f"({low_us}", version)
+        if entry is not None and entry[1] <= low_us:
+            return [("EVALSHA", READ_SHA, 2, key, version_key(key), f"({low_us}", entry[0])]
+        return [("GET", version_key(key)), ("ZRANGEBYSCORE", key, f"({low_us}", "+inf")]
 
     def values(
-        self, key: str, reply: list, compiled: Compiled, now_us: int, low_us: int
+        self, key: str, replies: list, compiled: Compiled, now_us: int, low_us: int
     ) -> tuple | None:
+        """The features at `now_us` from the replies to `commands`; None when a copy the script
+        confirmed is gone meanwhile (another thread replaced it): the caller reads again."""
+        if len(replies) == 2:  # the plain read: (version, events)
+            version, members = replies
+            reply = [] if version is None and not members else [version or b"", members]
+        else:
+            reply = replies[0]
         if not reply:
             self.entries.pop(key, None)
             return compiled.values([], now_us)
