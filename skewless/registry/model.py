@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from skewless.sql_types import normal_type
+
 if TYPE_CHECKING:
     from skewless.streams.model import Aggregation
 
@@ -115,28 +117,6 @@ class FeatureView:
             sort_keys=True,
         )
         return hashlib.sha256(body.encode()).hexdigest()[:16]
-
-
-_TYPE_ALIASES = {
-    "float8": "double precision",
-    "float": "double precision",
-    "int8": "bigint",
-    "int4": "integer",
-    "int": "integer",
-    "bool": "boolean",
-    "varchar": "text",
-    "character varying": "text",
-    "timestamp with time zone": "timestamptz",
-}
-
-
-def normal_type(dtype: str) -> str:
-    lowered = " ".join(dtype.lower().split())
-    return _TYPE_ALIASES.get(lowered, lowered)
-
-
-def same_type(a: str, b: str) -> bool:
-    return normal_type(a) == normal_type(b)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from skewless.durations import format_duration
 from skewless.errors import DefinitionError
-from skewless.registry.model import Feature, FeatureView, normal_type
+from skewless.sql_types import normal_type
+
+if TYPE_CHECKING:
+    from skewless.registry.model import FeatureView
 
 INTEGER_TYPES = frozenset({"bigint", "integer", "smallint"})
 FLOAT_TYPES = frozenset({"double precision"})
@@ -292,6 +296,7 @@ def aggregated_view(
     unique_id: str = "",
 ) -> FeatureView:
     """The feature view of an aggregation: its relation is the stream's event table."""
+    from skewless.registry.model import Feature, FeatureView  # the registry imports this module
 
     columns = stream.columns
     return FeatureView(
