@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from skewless.sql_types import normal_type
+from skewless.sql_types import same_type as same_type  # re-exported: callers import it from here
 
 if TYPE_CHECKING:
     from skewless.streams.model import Aggregation
