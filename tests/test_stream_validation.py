@@ -111,7 +111,7 @@ def test_a_good_batch_reaches_both_stores_once(store, svc):
     assert online.columns["origin_live_departures_v1:departures_30m"] == [2]  # 5 and 20 min
     assert online.columns["origin_live_departures_v1:mean_dep_delay_1h"] == [4.5]  # 3, 6; NULL
     again = store.push_events("flight_events", events)
-    assert (again.stored, again.duplicates) == (0, 3)
+    assert (again.stored, again.duplicates, again.late) == (0, 3, 0)  # late counted once
     assert _rows(svc, origin) == rows
 
 
