@@ -73,27 +73,29 @@ class EventError(DataError):
         self.row, self.column, self.problems = row, column, problems
 
 
+def _iso_instant(value: str) -> datetime:
+    """An ISO 8601 time with an offset (JSON bodies, XADD fields); naive ones are refused."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Bad(
+            f"is {value[:60]!r}, not an ISO 8601 time with an offset "
+            "(e.g. 2013-06-01T12:00:00+00:00)"
+        ) from None
+    if moment.tzinfo is None:
+        raise _Bad(
+            f"is {value[:60]!r}, a time without an offset (naive); add one, e.g. +00:00 or Z"
+        )
+    return moment
+
+
 def _from_text(dtype: str, *, form: str) -> Callable[[object], object]:
     """A converter for a value that may arrive as a string (JSON timestamps, XADD fields)."""
     base = _converter(dtype)
     if dtype == "timestamptz":
 
         def instant(value: object) -> object:
-            if isinstance(value, str):
-                try:
-                    moment = datetime.fromisoformat(value)
-                except ValueError:
-                    raise _Bad(
-                        f"is {value[:60]!r}, not an ISO 8601 time with an offset "
-                        "(e.g. 2013-06-01T12:00:00+00:00)"
-                    ) from None
-                if moment.tzinfo is None:
-                    raise _Bad(
-                        f"is {value[:60]!r}, a time without an offset (naive); add one, "
-                        "e.g. +00:00 or Z"
-                    )
-                return moment
-            return base(value)
+            return _iso_instant(value) if isinstance(value, str) else base(value)
 
         return instant
     if form != TEXT or dtype == "text":
@@ -210,24 +212,9 @@ def _fast_text(dtype: str) -> Callable[[object], object]:
 
         return text
     if dtype == "timestamptz":
-        parse = datetime.fromisoformat
 
         def moment(value: object) -> object:
-            if type(value) is not str:
-                return general(value)
-            try:
-                moment = parse(value)
-            except ValueError:
-                raise _Bad(
-                    f"is {value[:60]!r}, not an ISO 8601 time with an offset "
-                    "(e.g. 2013-06-01T12:00:00+00:00)"
-                ) from None
-            if moment.tzinfo is None:
-                raise _Bad(
-                    f"is {value[:60]!r}, a time without an offset (naive); add one, "
-                    "e.g. +00:00 or Z"
-                )
-            return moment
+            return _iso_instant(value) if type(value) is str else general(value)
 
         return moment
     return general
