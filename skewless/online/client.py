@@ -24,10 +24,15 @@ class FastRedis(redis.Redis):
         super().__init__(*args, **kwargs)
         self._own = threading.local()
 
-    def mget(self, keys: Any, *args: Any) -> list:
+    def _connection(self):
+        """This thread's own connection, taken from the pool on first use."""
         conn = getattr(self._own, "conn", None)
         if conn is None:
             conn = self._own.conn = self.connection_pool.get_connection()
+        return conn
+
+    def mget(self, keys: Any, *args: Any) -> list:
+        conn = self._connection()
         names = list_or_args(keys, args)
         if not names:
             return []  # as redis.Redis.mget answers: Redis refuses an MGET of nothing
@@ -44,9 +49,7 @@ class FastRedis(redis.Redis):
     def batch(self, commands: list[tuple]) -> list:
         """Several commands in one round trip on this thread's connection, their replies in order
         (a read that mixes plain views with aggregated ones: MGET, ZRANGEBYSCORE, GET)."""
-        conn = getattr(self._own, "conn", None)
-        if conn is None:
-            conn = self._own.conn = self.connection_pool.get_connection()
+        conn = self._connection()
         packed = conn.pack_commands(commands)
         try:
             conn.send_packed_command(packed, check_health=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from skewless.errors import DataError, DefinitionError
@@ -52,12 +52,12 @@ class Registry:
         services = services_from_manifest(manifest, {v.versioned_name: v for v in views})
         return cls(views, services, test_names(manifest), streams_from_manifest(manifest))
 
-    @property
+    @cached_property
     def table_views(self) -> dict[str, FeatureView]:
         """Views backed by a feature table (dbt-built or external): the batch path's views."""
         return {n: v for n, v in self.views.items() if not v.is_aggregate}
 
-    @property
+    @cached_property
     def aggregates(self) -> dict[str, FeatureView]:
         """Aggregated views: windowed aggregations of a stream (skewless.streams)."""
         return {n: v for n, v in self.views.items() if v.is_aggregate}

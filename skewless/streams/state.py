@@ -42,6 +42,7 @@ from skewless.streams.arithmetic import Compiled
 from skewless.streams.model import Aggregation, Stream
 
 SCRIPT = resources.files("skewless.streams").joinpath("window_state.lua").read_text()
+SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 MARGIN = timedelta(hours=1)
 """Redis keeps a state key this long past its newest event's last window (project time)."""
 
@@ -173,7 +174,6 @@ class StateWriter:
             v for v in views if v.aggregation and v.aggregation.stream.name == stream.name
         ]
         self.cluster = isinstance(client, RedisCluster)
-        self.sha = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
     def apply(self, events: Sequence[dict[str, object]], now: datetime) -> int:
         """Write `events` (dicts of the stored columns) as of `now`; returns entity keys touched.
@@ -222,7 +222,7 @@ class StateWriter:
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)
             for keys, args in prepared.calls:
-                pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
             mark(pipe, self.namespace, self.stream.name, prepared.now_us)
             pipe.execute()
 
