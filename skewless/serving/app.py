@@ -220,9 +220,10 @@ class ServingApp:
         )
         check_entities(entities, self._plans.keys(registry, features, service))
         if len(entities) > COALESCE_MAX_ENTITIES or not self.coalesce:
+            now = now or clock.now()
             columns, statuses = self._read(registry, entities, features, service, now)
         else:
-            columns, statuses = await self._coalescer.read(
+            columns, statuses, now = await self._coalescer.read(
                 registry, entities, features, service, now
             )
         self.metrics.values(_value_counts(statuses))

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
+from skewless import clock
 from skewless.registry import Registry
 from skewless.serving.errors import HTTPError
 
@@ -21,6 +22,9 @@ COALESCE_MAX_BATCH = 2_000
 """Most entity rows in one coalesced read."""
 
 Columns = tuple[dict[str, list], dict[str, list[str]]]
+ReadResult = tuple[dict[str, list], dict[str, list[str]], datetime]
+"""Columns, statuses and the instant the values were judged at (pinned per batch: on-demand
+features take it as the request time, and the feature log records it as the served-at time)."""
 Read = Callable[[Registry, list, "list[str] | None", "str | None", "datetime | None"], Columns]
 
 
@@ -40,7 +44,7 @@ class Coalescer:
         features: list[str] | None,
         service: str | None,
         now: datetime | None,
-    ) -> Columns:
+    ) -> ReadResult:
         key = (registry, tuple(features) if features is not None else None, service, now)
         batch = self._batches.get(key)
         if batch is not None and len(batch.rows) + len(entities) <= COALESCE_MAX_BATCH:
@@ -51,8 +55,9 @@ class Coalescer:
             # The last reads found no company (one client): skip the yield, but keep probing
             # every 16th read, so a burst of concurrent requests turns coalescing back on.
             self._alone += 1
-            return self._read(registry, entities, features, service, now)
-        batch = self._batches[key] = _Batch(key, registry, features, service, now)
+            moment = now or clock.now()
+            return (*self._read(registry, entities, features, service, moment), moment)
+        batch = self._batches[key] = _Batch(key, registry, features, service, now or clock.now())
         batch.add(entities, None)  # this request owns the batch and reads for all
         try:
             await asyncio.sleep(0)  # the requests ready in this turn of the loop join
@@ -61,7 +66,7 @@ class Coalescer:
             raise
         return self._flush(batch)
 
-    def _flush(self, batch: _Batch) -> Columns:
+    def _flush(self, batch: _Batch) -> ReadResult:
         """Read for every request of the batch; settle the others' futures, return the owner's."""
         if self._batches.get(batch.key) is batch:
             del self._batches[batch.key]
@@ -101,10 +106,10 @@ class Coalescer:
             if isinstance(outcome, BaseException):
                 waiter.set_exception(outcome)
             else:
-                waiter.set_result(outcome)
+                waiter.set_result((*outcome, now))
         if isinstance(outcomes[0], BaseException):
             raise outcomes[0]
-        return outcomes[0]
+        return (*outcomes[0], now)
 
 
 class _Batch:
