@@ -19,7 +19,10 @@ import pandas as pd
 import psycopg
 import redis
 
+from skewless import clock
 from skewless.config import settings
+from skewless.feature_log import FeatureLogger, new_request_id
+from skewless.feature_log import settings as feature_log_settings
 from skewless.offline.historical import get_historical_features
 from skewless.online.client import FastRedis
 from skewless.online.push import push
@@ -37,7 +40,9 @@ class FeatureStore:
     """The project's offline store (PostgreSQL), online store (Redis) and published registry.
 
     Servers come from the environment (or the embedded ones), unless URLs are given. Creating one
-    touches no server; the first read does.
+    touches no server; the first read does. `log_features=True` (or SKEWLESS_FEATURE_LOG_PYTHON=1
+    when it is None) logs every vector `get_online_features` serves to `monitoring.feature_log`
+    (skewless.feature_log), in a background thread that never blocks or fails a read.
     """
 
     def __init__(
@@ -45,10 +50,14 @@ class FeatureStore:
         postgres_url: str | None = None,
         redis_url: str | None = None,
         namespace: str | None = None,
+        log_features: bool | None = None,
     ):
         self._postgres_url = postgres_url
         self._redis_url = redis_url
         self.namespace = namespace or settings().namespace
+        self.log_features = (
+            feature_log_settings().python if log_features is None else bool(log_features)
+        )
 
     @property
     def registry(self) -> Registry:
@@ -78,6 +87,17 @@ class FeatureStore:
 
             url = services().redis_url
         return FastRedis.from_url(url)
+
+    @cached_property
+    def feature_log(self) -> FeatureLogger:
+        """The writer of served vectors (`flush()` it to see them in PostgreSQL at once)."""
+        cfg = feature_log_settings()
+        return FeatureLogger(
+            self.postgres_url,
+            sample=cfg.sample,
+            queue_rows=cfg.queue_rows,
+            batch_rows=cfg.batch_rows,
+        )
 
     def get_historical_features(
         self,
@@ -122,15 +142,31 @@ class FeatureStore:
         feature_service: str | None = None,
         now: datetime | None = None,
     ) -> OnlineResult:
-        return get_online_features(
+        registry = self.registry
+        if self.log_features:
+            now = now or clock.now()  # the logged served-at time is the read's own
+        result = get_online_features(
             self.redis,
-            self.registry,
+            registry,
             self.namespace,
             entity_rows,
             features,
             feature_service=feature_service,
             now=now,
         )
+        if self.log_features:
+            self.feature_log.log(
+                new_request_id(),
+                now,
+                "python",
+                feature_service,
+                None if features is None else list(features),
+                registry,
+                result.columns,
+                result.statuses,
+                None,
+            )
+        return result
 
     def push(
         self,

@@ -39,6 +39,8 @@ import redis
 
 from skewless import clock
 from skewless.errors import DataError, DefinitionError, StaleValueError
+from skewless.feature_log import FeatureLogger
+from skewless.feature_log import request_id as request_id_of
 from skewless.online.reader import get_online_features
 from skewless.registry import Registry
 from skewless.serving import openapi
@@ -85,6 +87,8 @@ LARGE_BODY_BYTES = 32 * 1024
 
 _OTHER = ENDPOINT_INDEX["other"]
 _EVENTS = ENDPOINT_INDEX["/events"]
+_ONLINE = ENDPOINT_INDEX["/get-online-features"]
+_REQUEST_ID = "skewless.request_id"
 _JSON = b"application/json"
 _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _STATUS_NAMES = ("present", "missing", "stale")
@@ -99,7 +103,8 @@ class ServingApp:
     """The ASGI app. `registry` is a Registry or a callable returning the current one; `tokens`,
     when given, are the bearer tokens the feature, event, registry and metrics endpoints
     require; `postgres_url` is the offline store `POST /events/<stream>` writes to (without it,
-    that endpoint answers 503)."""
+    that endpoint answers 503); `feature_log`, when given, logs every vector served (one row per
+    entity row, skewless.feature_log)."""
 
     def __init__(
         self,
@@ -115,6 +120,7 @@ class ServingApp:
         probe_interval: float = PROBE_INTERVAL,
         postgres_url: str | None = None,
         max_events: int = MAX_EVENTS,
+        feature_log: FeatureLogger | None = None,
     ):
         self.coalesce = coalesce
         self._registry = registry if callable(registry) else (lambda: registry)
@@ -127,6 +133,9 @@ class ServingApp:
         self.auth = BearerTokens(tokens)
         self.max_events = max_events
         self.events = EventWriter(postgres_url, client, namespace)
+        self.feature_log = feature_log
+        if feature_log is not None:
+            feature_log.on_stats = self.metrics.feature_log
         self._coalescer = Coalescer(self._read)
         self._plans = Plans()
         self._large: tuple[asyncio.AbstractEventLoop | None, asyncio.Lock | None] = (None, None)
@@ -181,6 +190,8 @@ class ServingApp:
             log.exception("%s %s failed", scope["method"], path[:200])
             error = internal_error()
             status, content_type, body = 500, _JSON, error.body()
+        if endpoint == _ONLINE:
+            headers = [*headers, (b"x-request-id", _request_id(scope).encode())]
         await send(
             {
                 "type": "http.response.start",
@@ -202,15 +213,15 @@ class ServingApp:
         if len(body) <= LARGE_BODY_BYTES:
             request = parse(body, self.max_entities)
             if len(request.entities) <= SLICE_ENTITIES:
-                return 200, _JSON, await self._small(request)
+                return 200, _JSON, await self._small(request, scope)
         else:
             request = None
         async with self._one_large_at_a_time():
             if request is None:
                 request = parse(body, self.max_entities)
-            return 200, _JSON, await self._sliced(request)
+            return 200, _JSON, await self._sliced(request, scope)
 
-    async def _small(self, request: OnlineRequest) -> bytes:
+    async def _small(self, request: OnlineRequest, scope: Scope) -> bytes:
         registry = self._registry()
         entities, features, service, now = (
             request.entities,
@@ -227,10 +238,11 @@ class ServingApp:
                 registry, entities, features, service, now
             )
         self.metrics.values(_value_counts(statuses))
+        self._log(scope, request, registry, now, columns, statuses)
         response = {"feature_names": list(statuses), "columns": columns, "statuses": statuses}
         return orjson.dumps(response, default=str)
 
-    async def _sliced(self, request: OnlineRequest) -> bytes:
+    async def _sliced(self, request: OnlineRequest, scope: Scope) -> bytes:
         """A large request read and encoded slice by slice, yielding to the loop in between. Each
         slice is one Redis round trip; `now` is pinned for all of them, so every value is judged
         at the same instant."""
@@ -256,6 +268,7 @@ class ServingApp:
         if not entities:  # no slice: the empty columns still name the keys and features
             columns, statuses = self._read(registry, entities, features, service, now)
         self.metrics.values(_value_counts(statuses))
+        self._log(scope, request, registry, now, columns, statuses)
         parts = [b'{"feature_names":', orjson.dumps(list(statuses)), b',"columns":{']
         for i, (name, values) in enumerate(columns.items()):
             parts += [
@@ -269,6 +282,21 @@ class ServingApp:
         parts.append(orjson.dumps(statuses))
         parts.append(b"}")
         return b"".join(parts)
+
+    def _log(self, scope, request, registry, now, columns, statuses) -> None:
+        """Hand the served vectors to the feature log (a queue append: never blocks or fails)."""
+        if self.feature_log is not None:
+            self.feature_log.log(
+                _request_id(scope),
+                now,
+                "http",
+                request.service,
+                request.features,
+                registry,
+                columns,
+                statuses,
+                getattr(request, "request_data", None),
+            )
 
     @asynccontextmanager
     async def _one_large_at_a_time(self):
@@ -363,6 +391,8 @@ class ServingApp:
         return (200 if ready else 503), _JSON, body
 
     async def _metrics(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
+        if self.feature_log is not None:
+            self.metrics.feature_log(self.feature_log.stats())
         body = self.metrics.exposition()
         try:
             names = sorted(self._registry().streams)
@@ -397,8 +427,20 @@ class ServingApp:
         return 200, _JSON, body
 
     def close(self) -> None:
-        """Stop the event threads and close their PostgreSQL connections."""
+        """Stop the event threads and the feature log's writer (after it wrote what is queued),
+        and close their PostgreSQL connections."""
         self.events.close()
+        if self.feature_log is not None:
+            self.feature_log.close()
+
+
+def _request_id(scope: Scope) -> str:
+    """The request's id (skewless.feature_log.ids), made once and kept in its scope: the log
+    row and the `x-request-id` answer carry the same one."""
+    found = scope.get(_REQUEST_ID)
+    if found is None:
+        found = scope[_REQUEST_ID] = request_id_of(scope["headers"])
+    return found
 
 
 def _value_counts(statuses: dict[str, list[str]]) -> dict[str, int]:
@@ -436,9 +478,11 @@ def from_environment() -> ServingApp:
     copy of the definitions.
     """
     from skewless.config import settings
+    from skewless.feature_log import settings as feature_log_settings
     from skewless.registry.published import PublishedRegistry
 
     cfg = settings()
+    logging_cfg = feature_log_settings()
     url, postgres_url = cfg.redis_url, cfg.postgres_url
     if url is None or postgres_url is None:
         from skewless.services import services
@@ -454,6 +498,14 @@ def from_environment() -> ServingApp:
         metrics=Metrics(Path(folder)) if folder else None,
         tokens=tokens_from_environment(),
         postgres_url=postgres_url,
+        feature_log=FeatureLogger(
+            postgres_url,
+            sample=logging_cfg.sample,
+            queue_rows=logging_cfg.queue_rows,
+            batch_rows=logging_cfg.batch_rows,
+        )
+        if logging_cfg.http
+        else None,
     )
     settle()
     return app

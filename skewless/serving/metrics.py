@@ -59,6 +59,16 @@ VALUE_STATUSES = ("present", "missing", "stale", "other")
 EVENT_OUTCOMES = ("received", "stored", "duplicate", "late")
 """Events of accepted `POST /events/<stream>` requests: received, stored (new event ids),
 duplicate (already stored), late (older than the stream's allowed lateness, stored all the same)."""
+FEATURE_LOG = (
+    "logged",
+    "dropped_queue_full",
+    "dropped_write_failed",
+    "sampled_out",
+    "queue_rows",
+    "write_errors",
+)
+"""The feature log's counters (skewless.feature_log.FeatureLogStats), as its writer last
+published them: absolute values per worker, summed over workers like every slot."""
 
 _E, _S, _B = len(ENDPOINTS), len(STATUSES), len(BUCKETS) + 1  # + the +Inf bucket
 _REQUESTS = 0
@@ -67,7 +77,8 @@ _SUMS = _BUCKETS + _E * _B
 _REDIS = _SUMS + _E
 _VALUES = _REDIS + len(REDIS_ERRORS)
 _EVENTS = _VALUES + len(VALUE_STATUSES)
-SLOTS = _EVENTS + len(EVENT_OUTCOMES)
+_LOG = _EVENTS + len(EVENT_OUTCOMES)
+SLOTS = _LOG + len(FEATURE_LOG)
 
 ENDPOINT_INDEX = {name: i for i, name in enumerate(ENDPOINTS)}
 _STATUS_INDEX = {status: i for i, status in enumerate(STATUSES)}
@@ -114,6 +125,12 @@ class Metrics:
         slots = self._slots
         for i, n in enumerate((received, stored, duplicates, late)):
             slots[_EVENTS + i] += n
+
+    def feature_log(self, stats: tuple[int, ...]) -> None:
+        """The feature log's counters of this worker (FeatureLogStats), set, not added."""
+        slots = self._slots
+        for i, n in enumerate(stats):
+            slots[_LOG + i] = float(n)
 
     def _totals(self) -> list[float]:
         if self.folder is None:
@@ -177,6 +194,25 @@ class Metrics:
         ]
         for k, outcome in enumerate(EVENT_OUTCOMES):
             out.append(f'skewless_http_events_total{{outcome="{outcome}"}} {t[_EVENTS + k]:.0f}')
+        log = dict(zip(FEATURE_LOG, t[_LOG:], strict=False))
+        out += [
+            "# HELP skewless_feature_log_rows_total Served vectors (one per entity row) by what "
+            "the feature log did with them: logged, dropped (queue full, or write failed after "
+            "retries), sampled out.",
+            "# TYPE skewless_feature_log_rows_total counter",
+        ]
+        for outcome in ("logged", "dropped_queue_full", "dropped_write_failed", "sampled_out"):
+            out.append(f'skewless_feature_log_rows_total{{outcome="{outcome}"}} {log[outcome]:.0f}')
+        out += [
+            "# HELP skewless_feature_log_write_errors_total Failed attempts to write a batch of "
+            "the feature log to PostgreSQL (retried with backoff).",
+            "# TYPE skewless_feature_log_write_errors_total counter",
+            f"skewless_feature_log_write_errors_total {log['write_errors']:.0f}",
+            "# HELP skewless_feature_log_queue_rows Served vectors waiting to be written to the "
+            "feature log.",
+            "# TYPE skewless_feature_log_queue_rows gauge",
+            f"skewless_feature_log_queue_rows {log['queue_rows']:.0f}",
+        ]
         return ("\n".join(out) + "\n").encode()
 
     def close(self) -> None:

@@ -1,0 +1,157 @@
+"""One logged read as lines of PostgreSQL's COPY text format: one line per entity row.
+
+Runs in the writer thread, never in the caller's: the caller hands over the response's own
+columns and statuses (no copy), and the JSON encoding happens here. What is per request (ids,
+times, the feature and reference arrays) is formatted once, what is per row as little as possible.
+
+Values keep their types through `jsonb`, which stores numbers as exact decimals:
+- a float is written with the shortest digits that read back as the same float (orjson), so
+  it round-trips bit for bit; one of magnitude >= 1e16 is written out in full with a `.0`
+  (`1e+16` would come back from `jsonb` as the integer 10000000000000000);
+- infinities, which JSON cannot hold (nor `jsonb`), are the strings "Infinity" / "-Infinity";
+- `-0.0` comes back as `0.0` (`jsonb` numbers have no negative zero; the two compare equal);
+- datetimes are ISO 8601 strings with their offset (a naive one is taken as UTC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+
+import orjson
+
+_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY
+_INF = float("inf")
+_STATUSES = frozenset({"present", "missing", "stale"})
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+NULL = b"\\N"
+
+Item = tuple
+"""What a caller enqueues: (request_id, served_at, source, feature_service, requested features,
+registry, columns, statuses, request_data); see FeatureLogger.log."""
+
+
+def _dumps(value: object) -> bytes:
+    return orjson.dumps(value, default=str, option=_OPTIONS)
+
+
+def text(value: str) -> bytes:
+    """A text field of the COPY text format."""
+    return value.translate(_COPY_ESCAPES).encode()
+
+
+def array(values: list[str]) -> bytes:
+    """A text[] field: every element quoted, so commas, braces and quotes stay inside it."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return text("{" + ",".join(quoted) + "}")
+
+
+def json_field(value: bytes) -> bytes:
+    """JSON (orjson escapes control characters) as a COPY field: backslashes doubled."""
+    return value.replace(b"\\", b"\\\\") if b"\\" in value else value
+
+
+def _exact(value: object) -> object:
+    if type(value) is not float:
+        return value
+    if value != value:
+        return "NaN"
+    if value in (_INF, -_INF):
+        return "Infinity" if value > 0 else "-Infinity"
+    if abs(value) >= 1e16:
+        return orjson.Fragment(format(Decimal(repr(value)), "f") + ".0")
+    return value
+
+
+def values_json(values: tuple | list, careful: bool = False) -> bytes:
+    """One row's values as a JSON array that `jsonb` keeps exactly (module docstring)."""
+    out = _dumps(values)
+    if careful or b"e+" in out:
+        out = _dumps([_exact(v) for v in values])
+    return out
+
+
+def rows(item: Item, refs: list[str]) -> tuple[int, list[bytes]]:
+    """The COPY text of one logged read (`refs`: one reference per output, response order):
+    the number of rows and their lines (a line is a row: the format escapes newlines)."""
+    request_id, served_at, source, service, _, _, columns, statuses, request_data = item
+    names = list(statuses)
+    feature_columns = [columns[name] for name in names]
+    status_columns = [statuses[name] for name in names]
+    keys = [k for k in columns if k not in statuses]
+    key_columns = [columns[k] for k in keys]
+    n = len(status_columns[0]) if status_columns else 0
+    if not n:
+        return 0, []
+    head = text(request_id) + b"\t"
+    middle = b"\t".join(
+        [
+            b"",
+            _timestamp(served_at),
+            text(source),
+            NULL if service is None else text(service),
+            b"",
+        ]
+    )
+    shared = array(names) + b"\t" + array(refs) + b"\t"
+    careful = any(_INF in c or -_INF in c for c in feature_columns)
+    plain = all(set(c) <= _STATUSES for c in status_columns)
+    data = _per_row(request_data, n)
+    lines = []
+    key_rows = zip(*key_columns, strict=True) if key_columns else [()] * n
+    for i, (key_values, values, states) in enumerate(
+        zip(
+            key_rows,
+            zip(*feature_columns, strict=True),
+            zip(*status_columns, strict=True),
+            strict=True,
+        )
+    ):
+        entity = json_field(_dumps(dict(zip(keys, key_values, strict=True))))
+        extra = NULL if data[i] is None else json_field(_dumps(data[i]))
+        marks = ("{" + ",".join(states) + "}").encode() if plain else array(list(states))
+        lines.append(
+            b"".join(
+                [
+                    head,
+                    str(i).encode(),
+                    middle,
+                    entity,
+                    b"\t",
+                    extra,
+                    b"\t",
+                    shared,
+                    json_field(values_json(values, careful)),
+                    b"\t",
+                    marks,
+                    b"\n",
+                ]
+            )
+        )
+    return n, lines
+
+
+def _per_row(request_data: object, n: int) -> list:
+    """The request fields of each row: one object per row, or one object for every row."""
+    if request_data is None:
+        return [None] * n
+    if isinstance(request_data, Mapping):
+        return [request_data] * n
+    rows = list(request_data)
+    if len(rows) != n:
+        raise ValueError(f"{len(rows)} request_data objects for {n} entity rows")
+    return rows
+
+
+def _timestamp(moment: datetime) -> bytes:
+    if moment.tzinfo is None:
+        raise ValueError(f"served_at {moment} has no time zone")
+    return moment.isoformat().encode()
+
+
+def references(registry, features: list[str] | None, service: str | None) -> dict[str, str]:
+    """Output column -> '<view>_v<N>:<feature>' for a read's features, from the registry: the
+    service's name for a feature, or the reference itself when a list was asked for."""
+    chosen = registry.select(features, service)
+    return {(f.name if service is not None else f.reference): f.reference for f in chosen}

@@ -1,0 +1,342 @@
+"""`FeatureLogger`: served vectors to `monitoring.feature_log`, off the request path.
+
+A read hands its response over (`log`: a tuple appended to a bounded queue, O(1), never blocks,
+never raises); a daemon thread wakes every `interval` seconds (or as soon as a batch is waiting),
+encodes the waiting reads and writes them with COPY, one transaction per batch. The caller never
+waits for PostgreSQL, and PostgreSQL being slow or down costs rows, never a request:
+- a full queue drops the new read's rows (counted: `dropped_queue_full`);
+- a failed write is retried with backoff (each failure counted: `write_errors`); a batch that
+  still fails after `retries` attempts is dropped (counted: `dropped_write_failed`);
+- a batch PostgreSQL refuses for its data (not for its connection) is split until the bad rows
+  are isolated: only those are dropped.
+A day's partition is created when a row of that day first arrives (skewless.feature_log.table).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import NamedTuple
+
+import psycopg
+
+from skewless.feature_log import encode
+from skewless.feature_log.table import COLUMNS, TABLE, day_of, ensure_partitions, ensure_table
+from skewless.feature_log.table import partitions as existing_partitions
+
+log = logging.getLogger("skewless.feature_log")
+
+COPY = f"copy {TABLE} ({', '.join(COLUMNS)}) from stdin"
+
+
+class FeatureLogStats(NamedTuple):
+    """Rows (one per served entity row) by what became of them, since the logger started."""
+
+    logged: int
+    dropped_queue_full: int
+    dropped_write_failed: int
+    sampled_out: int
+    queue_rows: int
+    """Rows waiting in the queue or being written now (a gauge)."""
+    write_errors: int
+    """Failed write attempts (each retried, or its batch dropped after the last)."""
+
+
+class FeatureLogger:
+    """A background batched writer of served vectors (module docstring).
+
+    `sample` (0..1) is the share of reads logged, decided per read; `queue_rows` bounds the rows
+    waiting; `batch_rows` bounds one COPY; `on_stats`, when given, receives the counters after
+    every writer cycle (the HTTP server's /metrics)."""
+
+    def __init__(
+        self,
+        postgres_url: str,
+        *,
+        sample: float = 1.0,
+        queue_rows: int = 100_000,
+        batch_rows: int = 5_000,
+        interval: float = 0.2,
+        retries: int = 5,
+        backoff: float = 0.1,
+        connect_timeout: int = 5,
+        on_stats: Callable[[FeatureLogStats], None] | None = None,
+    ):
+        if not 0.0 <= sample <= 1.0:
+            raise ValueError(f"sample must be from 0 to 1, not {sample!r}")
+        if queue_rows < 1 or batch_rows < 1 or retries < 1:
+            raise ValueError("queue_rows, batch_rows and retries must be at least 1")
+        self.postgres_url = postgres_url
+        self.sample = sample
+        self.queue_rows = queue_rows
+        self.batch_rows = batch_rows
+        self.interval = interval
+        self.retries = retries
+        self.backoff = backoff
+        self.connect_timeout = connect_timeout
+        self.on_stats = on_stats
+        self._items: deque = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._queued = 0  # rows in _items
+        self._in_flight = 0  # rows taken by the writer, not yet written or dropped
+        self._closed = False
+        self._logged = self._dropped_full = self._dropped_failed = 0
+        self._sampled_out = self._write_errors = 0
+        self._conn: psycopg.Connection | None = None
+        self._days: set = set()  # days known to have a partition
+        self._refs: dict[tuple, dict[str, str]] = {}
+        self._refs_of = None
+        self._thread = threading.Thread(target=self._run, name="skewless-feature-log", daemon=True)
+        self._thread.start()
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    # -- the caller's side: O(1), never blocks on PostgreSQL, never raises ---------------------
+
+    def log(
+        self,
+        request_id: str,
+        served_at: datetime,
+        source: str,
+        feature_service: str | None,
+        features: list[str] | None,
+        registry,
+        columns: Mapping[str, list],
+        statuses: Mapping[str, list[str]],
+        request_data: list[dict] | None = None,
+    ) -> bool:
+        """Queue one read's response for logging: `columns` and `statuses` as the read returned
+        them (entity key columns, then one column per output), `features`/`feature_service` as
+        asked (the registry resolves them to pinned references in the writer). The arguments
+        are kept, not copied: the caller must not change them afterwards. False when the read
+        was sampled out or dropped (counted either way)."""
+        n = 0
+        for values in statuses.values():
+            n = len(values)
+            break
+        if not n:
+            return False
+        if self.sample < 1.0 and random.random() >= self.sample:
+            with self._lock:
+                self._sampled_out += n
+            return False
+        with self._lock:
+            if self._closed or self._queued + n > self.queue_rows:
+                self._dropped_full += n
+                return False
+            before = self._queued
+            self._queued = before + n
+            self._items.append(
+                (
+                    request_id,
+                    served_at,
+                    source,
+                    feature_service,
+                    features,
+                    registry,
+                    columns,
+                    statuses,
+                    request_data,
+                )
+            )
+        if before < self.batch_rows <= before + n:
+            self._wake.set()  # a full batch is waiting: write it now
+        return True
+
+    def stats(self) -> FeatureLogStats:
+        return FeatureLogStats(
+            self._logged,
+            self._dropped_full,
+            self._dropped_failed,
+            self._sampled_out,
+            self._queued + self._in_flight,
+            self._write_errors,
+        )
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every row queued so far is written or dropped; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pending = self._queued + self._in_flight
+            if not pending:
+                return True
+            if time.monotonic() >= deadline or not self._thread.is_alive():
+                return False
+            self._wake.set()
+            time.sleep(0.002)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Write what is queued (up to `timeout`), stop the thread, close the connection.
+        Reads logged afterwards are dropped (`dropped_queue_full`). False if rows were left."""
+        flushed = self.flush(timeout) if not self._closed else True
+        with self._lock:
+            self._closed = True
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if not self._thread.is_alive() and self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._publish()
+        return flushed
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            while True:
+                batch = self._take()
+                if not batch:
+                    break
+                try:
+                    self._write(batch)
+                except Exception:  # a bug: drop the batch, keep the thread alive
+                    log.exception("feature log: a batch could not be written")
+                    self._count(failed=sum(_rows(item) for item in batch))
+                finally:
+                    with self._lock:
+                        self._in_flight = 0
+            self._publish()
+
+    def _take(self) -> list:
+        """Reads waiting, up to `batch_rows` rows (at least one read)."""
+        batch, rows = [], 0
+        with self._lock:
+            while self._items and (not batch or rows + _rows(self._items[0]) <= self.batch_rows):
+                item = self._items.popleft()
+                batch.append(item)
+                rows += _rows(item)
+            self._queued -= rows
+            self._in_flight = rows
+        return batch
+
+    def _write(self, batch: list) -> None:
+        lines: list[bytes] = []
+        days = set()
+        for item in batch:
+            try:
+                _, chunk = encode.rows(item, self._references(item))
+            except Exception as exc:
+                log.warning("feature log: request %r not logged: %s", item[0], exc)
+                self._count(failed=_rows(item))
+                continue
+            lines.extend(chunk)
+            days.add(day_of(item[1]))
+        if lines:
+            self._copy(lines, days)
+
+    def _copy(self, lines: list[bytes], days: set) -> None:
+        """COPY `lines` in one transaction, retrying connection failures with backoff, and
+        splitting a batch PostgreSQL refuses for its data until the bad rows are alone."""
+        for attempt in range(self.retries):
+            try:
+                conn = self._connection()
+                if not days <= self._days:
+                    ensure_partitions(conn, days - self._days)
+                    self._days |= days
+                with conn.transaction(), conn.cursor().copy(COPY) as copy:
+                    copy.write(b"".join(lines))
+            except psycopg.errors.CheckViolation:
+                # no partition for a row: one was pruned since this writer looked
+                self._days = set()
+                self._count(errors=1)
+                continue
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._lost_connection(exc, attempt)
+                if self._stop.wait(min(self.backoff * 2**attempt, 2.0)):
+                    break
+                continue
+            except psycopg.Error as exc:
+                self._count(errors=1)
+                if len(lines) == 1:
+                    log.warning("feature log: a row was refused by PostgreSQL: %s", exc)
+                    self._count(failed=1)
+                    return
+                half = len(lines) // 2
+                self._copy(lines[:half], days)
+                self._copy(lines[half:], days)
+                return
+            else:
+                self._count(logged=len(lines))
+                return
+        log.warning("feature log: %d rows dropped: PostgreSQL could not be written", len(lines))
+        self._count(failed=len(lines))
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(
+                self.postgres_url,
+                autocommit=True,
+                connect_timeout=self.connect_timeout,
+                application_name="skewless-feature-log",
+            )
+            try:
+                ensure_table(conn)
+                self._days = set(existing_partitions(conn))
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _lost_connection(self, exc: Exception, attempt: int) -> None:
+        self._count(errors=1)
+        if attempt == 0:
+            log.warning("feature log: PostgreSQL write failed, retrying: %s", exc)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _references(self, item: tuple) -> list[str]:
+        """Output column -> pinned reference, resolved once per registry and feature list."""
+        registry, features, service, statuses = item[5], item[4], item[3], item[7]
+        if registry is not self._refs_of:
+            self._refs, self._refs_of = {}, registry
+        key = (tuple(features) if features is not None else None, service)
+        found = self._refs.get(key)
+        if found is None:
+            try:
+                found = encode.references(registry, features, service)
+            except Exception:  # the read succeeded, so this is unexpected: keep the names
+                log.exception("feature log: references of %r not resolved", key)
+                found = {}
+            if len(self._refs) >= 1024:
+                self._refs.clear()
+            self._refs[key] = found
+        return [found.get(name, name) for name in statuses]
+
+    def _count(self, *, logged: int = 0, failed: int = 0, errors: int = 0) -> None:
+        with self._lock:
+            self._logged += logged
+            self._dropped_failed += failed
+            self._write_errors += errors
+
+    def _publish(self) -> None:
+        if self.on_stats is not None:
+            try:
+                self.on_stats(self.stats())
+            except Exception:
+                log.exception("feature log: publishing the counters failed")
+
+
+def _rows(item: tuple) -> int:
+    for values in item[7].values():
+        return len(values)
+    return 0
+
+
+def _close_at_exit(ref: weakref.ref) -> None:
+    logger = ref()
+    if logger is not None and not logger._closed:
+        logger.close(timeout=2.0)
