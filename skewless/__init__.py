@@ -7,7 +7,7 @@ The library is importable without Dagster: a model server needs only this packag
 
 __version__ = "0.1.0"
 
-__all__ = ["FeatureStore"]
+__all__ = ["FeatureStore", "on_demand_view"]
 
 
 def __getattr__(name: str):
@@ -15,4 +15,8 @@ def __getattr__(name: str):
         from skewless.feature_store import FeatureStore
 
         return FeatureStore
+    if name == "on_demand_view":
+        from skewless.on_demand.declare import on_demand_view
+
+        return on_demand_view
     raise AttributeError(f"module 'skewless' has no attribute {name!r}")

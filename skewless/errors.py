@@ -24,3 +24,8 @@ class StaleValueError(DataError):
 class FeatureReferenceError(DefinitionError, DataError):
     """An argument names a view, feature or service the registry does not have: a wrong
     definition as much as wrong input, so either `except` catches it."""
+
+
+class OnDemandError(SkewlessError):
+    """An on-demand view's function raised, or returned outputs that do not fit its declaration:
+    a fault of the function, not of the request."""

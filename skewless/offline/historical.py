@@ -35,6 +35,7 @@ from psycopg import sql
 from skewless.errors import DataError, DefinitionError, FeatureReferenceError
 from skewless.offline import asof_sql
 from skewless.offline import spine as spines
+from skewless.on_demand import offline as on_demand
 from skewless.registry import FeatureView, Registry, ServiceFeature
 from skewless.registry.model import normal_type
 from skewless.streams import offline_sql
@@ -553,14 +554,20 @@ def get_historical_features(
     kind = _check_arguments(entity_df, features, feature_service, strategy)
     output_path = spines.check_output(output)
     wanted = _resolve(registry, features, feature_service, full_feature_names)
+    od = on_demand.plan(registry, wanted) if registry.on_demand_views else None
+    joined = od.stored if od else wanted
     needed = [k for w in wanted for k in w.view.entity]
+    if od:
+        needed += [c for c in on_demand.request_columns(od) if c not in needed]
     if isinstance(timestamp_column, str):
         needed.append(timestamp_column)
     spine = spines.load(entity_df, kind, needed)
     if kind == spines.PARQUET:
         _check_columns(spine.frame)
     ts = _check_frame(spine, timestamp_column, wanted)
-    result = _training_set(conn, spine.frame, ts, wanted, strict, strategy, spine.polars is None)
+    result = _training_set(conn, spine.frame, ts, joined, strict, strategy, spine.polars is None)
+    if od:
+        result = on_demand.finish(od, registry, result, spine.frame, ts)
     if spine.polars is not None:
         import polars as pl
 

@@ -131,12 +131,29 @@ def get_online_features(
     *,
     feature_service: str | None = None,
     now: datetime | None = None,
+    request_data: Sequence[Mapping[str, object]] | Mapping[str, object] | None = None,
 ) -> OnlineResult:
     """Values as of `now` (the project clock by default), with a status per value.
 
     Either `features` (`view:feature` or `view_v<N>:feature`; columns named `view_v<N>:feature`) or
     `feature_service` (its pinned features; columns named as the service names them).
+    On-demand features take their request fields from `request_data`: one object per entity row,
+    or one for all (skewless.on_demand.online).
     """
+    if registry.on_demand_views:
+        from skewless.on_demand import online as on_demand
+
+        od = on_demand.plan(registry, features, feature_service)
+        if od is not None:
+            request = on_demand.request_arrays(od, request_data, len(entity_rows))
+            moment = now or clock.now()
+            inner = get_online_features(
+                client, registry, namespace, entity_rows, list(od.inner), now=moment
+            )
+            columns, statuses = on_demand.finish(
+                od, inner.columns, inner.statuses, request, moment, len(entity_rows)
+            )
+            return OnlineResult(columns, statuses)
     plan = _plan(registry, features, feature_service)
     if plan.has_aggregates:
         return _with_aggregates(client, plan, namespace, entity_rows, now, feature_service)

@@ -49,18 +49,24 @@ class Registry:
             )
         manifest = json.loads(path.read_text())
         views = views_from_manifest(manifest)
+        views += on_demand_views({v.versioned_name: v for v in views})
         services = services_from_manifest(manifest, {v.versioned_name: v for v in views})
         return cls(views, services, test_names(manifest), streams_from_manifest(manifest))
 
     @cached_property
     def table_views(self) -> dict[str, FeatureView]:
         """Views backed by a feature table (dbt-built or external): the batch path's views."""
-        return {n: v for n, v in self.views.items() if not v.is_aggregate}
+        return {n: v for n, v in self.views.items() if not v.is_aggregate and not v.is_on_demand}
 
     @cached_property
     def aggregates(self) -> dict[str, FeatureView]:
         """Aggregated views: windowed aggregations of a stream (skewless.streams)."""
         return {n: v for n, v in self.views.items() if v.is_aggregate}
+
+    @cached_property
+    def on_demand_views(self) -> dict[str, FeatureView]:
+        """On-demand views: Python functions of stored features and request fields."""
+        return {n: v for n, v in self.views.items() if v.is_on_demand}
 
     def stream(self, name: str) -> Stream:
         if name not in self.streams:
@@ -131,7 +137,7 @@ class Registry:
 
 
 @lru_cache(maxsize=4)
-def _cached(path: str, mtime: float) -> Registry:
+def _cached(path: str, mtime: float, on_demand: tuple) -> Registry:
     return Registry.from_manifest(Path(path))
 
 
@@ -142,4 +148,15 @@ def load_registry(manifest: Path | None = None) -> Registry:
 
         manifest = manifest_path()
     mtime = manifest.stat().st_mtime if manifest.exists() else 0.0
-    return _cached(str(manifest), mtime)
+    from skewless.on_demand.loader import stamp
+
+    return _cached(str(manifest), mtime, stamp())
+
+
+def on_demand_views(
+    stored: dict[str, FeatureView], project_dir: Path | None = None
+) -> list[FeatureView]:
+    """The project's on-demand views (`on_demand/`), their inputs resolved against `stored`."""
+    from skewless.on_demand.loader import declarations, feature_views
+
+    return feature_views(declarations(project_dir), stored)

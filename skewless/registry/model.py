@@ -12,6 +12,7 @@ from skewless.sql_types import normal_type
 from skewless.sql_types import same_type as same_type  # re-exported: callers import it from here
 
 if TYPE_CHECKING:
+    from skewless.on_demand.model import OnDemand
     from skewless.streams.model import Aggregation
 
 
@@ -78,10 +79,17 @@ class FeatureView:
     aggregation: Aggregation | None = None
     """For `kind == "aggregate"`: windowed aggregations of a stream (skewless.streams); the view's
     relation is then the stream's event table."""
+    on_demand: OnDemand | None = None
+    """For `kind == "on_demand"`: a Python function of stored features and request fields
+    (skewless.on_demand); the view has no table, and its features are the function's outputs."""
 
     @property
     def is_aggregate(self) -> bool:
         return self.aggregation is not None
+
+    @property
+    def is_on_demand(self) -> bool:
+        return self.on_demand is not None
 
     @property
     def versioned_name(self) -> str:
@@ -90,7 +98,7 @@ class FeatureView:
 
     @property
     def relation(self) -> str:
-        return f"{self.schema}.{self.table}"
+        return f"{self.schema}.{self.table}" if self.table else ""
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -114,6 +122,7 @@ class FeatureView:
                 "times": [self.ts_column, self.created_column],
                 "features": [[f.name, normal_type(f.dtype)] for f in self.features],
                 **({"aggregation": self.aggregation.identity()} if self.aggregation else {}),
+                **({"on_demand": self.on_demand.identity()} if self.on_demand else {}),
             },
             sort_keys=True,
         )

@@ -23,6 +23,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from skewless.errors import DefinitionError, ServiceUnavailable
+from skewless.on_demand.model import OnDemand
 from skewless.registry.catalog import Registry
 from skewless.registry.model import (
     Expectation,
@@ -104,6 +105,7 @@ def view_document(view: FeatureView) -> dict[str, Any]:
         ],
         "fingerprint": view.fingerprint,
         **({"aggregation": aggregation_document(view.aggregation)} if view.aggregation else {}),
+        **({"on_demand": view.on_demand.document()} if view.on_demand else {}),
     }
 
 
@@ -220,6 +222,7 @@ def _view(doc: Mapping[str, Any], streams: Mapping[str, Stream]) -> FeatureView:
             Expectation(e["type"], e["kwargs_json"], e["declared_on"]) for e in doc["expectations"]
         ),
         aggregation=_aggregation(doc["aggregation"], streams) if doc.get("aggregation") else None,
+        on_demand=OnDemand.from_document(doc["on_demand"]) if doc.get("on_demand") else None,
     )
 
 

@@ -5,7 +5,7 @@ create schema if not exists features;
 create table if not exists features.registry (
     view            text        not null,
     version         integer     not null,
-    kind            text        not null check (kind in ('dbt', 'external', 'aggregate')),
+    kind            text        not null check (kind in ('dbt', 'external', 'aggregate', 'on_demand')),
     relation        text        not null,
     entity          text[]      not null,
     entity_types    text[]      not null,
@@ -25,14 +25,14 @@ create table if not exists features.registry (
     primary key (view, version)
 );
 
--- registries made before aggregated views allowed only dbt and external kinds
+-- registries made before on-demand views allowed fewer kinds
 do $$
 begin
     if exists (select 1 from pg_constraint where conname = 'registry_kind_check'
-               and pg_get_constraintdef(oid) not like '%aggregate%') then
+               and pg_get_constraintdef(oid) not like '%on_demand%') then
         alter table features.registry drop constraint registry_kind_check;
         alter table features.registry add constraint registry_kind_check
-            check (kind in ('dbt', 'external', 'aggregate'));
+            check (kind in ('dbt', 'external', 'aggregate', 'on_demand'));
     end if;
 end $$;
 
@@ -51,6 +51,10 @@ create table if not exists features.registry_features (
 -- aggregation (so a change under the same version can be named)
 alter table features.registry_features add column if not exists definition text;
 alter table features.registry add column if not exists aggregation jsonb;
+
+-- on-demand views (skewless.on_demand): inputs, request fields, and the code (source and
+-- fingerprint), for discovery and to name a code change under the same version
+alter table features.registry add column if not exists on_demand jsonb;
 
 create table if not exists features.registry_services (
     service     text    not null,

@@ -100,6 +100,15 @@ def schema_changes(conn: psycopg.Connection, registry: Registry) -> dict[str, st
     for view in registry.views.values():
         before = _registered_columns(conn, view)
         if before:  # None: new version; {}: same fingerprint
+            if view.on_demand is not None and before == view.columns:
+                problems[view.versioned_name] = (
+                    f"on-demand view {view.name} version {view.version} changed its code, inputs "
+                    f"or request fields ({view.on_demand.function}) under the same version; "
+                    f"declare version={view.version + 1} instead (v{view.version} keeps serving "
+                    "until it is retired), so training and serving never run different code "
+                    "under one version"
+                )
+                continue
             changed = _aggregation_change(conn, view) if before == view.columns else None
             problems[view.versioned_name] = (
                 f"aggregated view {view.name} version {view.version} changed the definition of "
@@ -160,14 +169,15 @@ def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
                 """
                 insert into features.registry (view, version, kind, relation, entity, entity_types,
                     ts_column, created_column, ttl, freshness_sla, stale_policy, owner, description,
-                    tags, upstream, fingerprint, aggregation)
-                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    tags, upstream, fingerprint, aggregation, on_demand)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 on conflict (view, version) do update set
                     kind = excluded.kind, relation = excluded.relation, ttl = excluded.ttl,
                     freshness_sla = excluded.freshness_sla, stale_policy = excluded.stale_policy,
                     owner = excluded.owner, description = excluded.description,
                     tags = excluded.tags, upstream = excluded.upstream,
                     aggregation = coalesce(features.registry.aggregation, excluded.aggregation),
+                    on_demand = coalesce(features.registry.on_demand, excluded.on_demand),
                     updated_at = now()
                 """,
                 (
@@ -188,6 +198,7 @@ def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
                     list(view.upstream),
                     view.fingerprint,
                     Jsonb(view.aggregation.identity()) if view.aggregation else None,
+                    Jsonb(view.on_demand.document()) if view.on_demand else None,
                 ),
             )
             conn.execute(
@@ -229,7 +240,15 @@ def sync(conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
 
 
 def _definitions(view: FeatureView) -> list[str | None]:
-    """Per feature, an aggregated view's definition in one line (`count(*) over 30m where ...`)."""
+    """Per feature, an aggregated view's definition in one line (`count(*) over 30m where ...`),
+    or an on-demand output's (`flight_timing(request_time, scheduled_departure)`)."""
+    if view.on_demand is not None:
+        od = view.on_demand
+        args = ", ".join(
+            [*(f"{p}={r}" for p, r in od.inputs), *(f"{f}: {t}" for f, t in od.request)]
+            + (["request_time"] if od.uses_request_time else [])
+        )
+        return [f"{od.function}({args})"] * len(view.features)
     if view.aggregation is None:
         return [None] * len(view.features)
     return [f.describe() for f in view.aggregation.features]

@@ -6,6 +6,19 @@ from skewless.registry import Registry
 from skewless.streams.model import CREATED
 
 
+def _on_demand(view) -> dict:
+    """An on-demand view's inputs, request fields and code: what a caller must send, and what runs."""
+    od = view.on_demand
+    return {
+        "inputs": {p: ref for p, ref in od.inputs},
+        "request": {f: t for f, t in od.request},
+        "request_time": od.uses_request_time,
+        "function": od.function,
+        "source": od.source,
+        "code_fingerprint": od.code_hash,
+    }
+
+
 def describe_registry(registry: Registry) -> dict[str, list]:
     """The registry as JSON: what /features serves, for discovering what can be requested (feature
     views, feature services) and sent (streams, at `POST /events/<stream>`)."""
@@ -22,6 +35,7 @@ def describe_registry(registry: Registry) -> dict[str, list]:
                 "versioned_name": v.versioned_name,
                 "kind": v.kind,
                 "stream": v.aggregation.stream.name if v.aggregation else None,
+                "on_demand": _on_demand(v) if v.on_demand else None,
                 "latest": v.versioned_name in latest,
                 "entity": list(v.entity),
                 "ttl_seconds": v.ttl.total_seconds() if v.ttl is not None else None,

@@ -433,6 +433,18 @@ def _document(
                             "type": "string",
                             "description": "A feature service; columns are named as it names them.",
                         },
+                        "request_data": {
+                            "description": (
+                                "Request fields of on-demand features (see /features: each "
+                                "on-demand view lists its `request` fields and types): one object "
+                                "per entity row, or one object for all rows. Timestamps are ISO "
+                                "8601 with a UTC offset."
+                            ),
+                            "oneOf": [
+                                {"type": "object"},
+                                {"type": "array", "items": {"type": "object"}},
+                            ],
+                        },
                         "now": {
                             "type": "string",
                             "format": "date-time",

@@ -16,7 +16,7 @@ from skewless.errors import DefinitionError
 from skewless.registry import Registry
 from skewless.serving.errors import ClientGone, HTTPError, json_type, too_large
 
-FIELDS = frozenset({"entities", "features", "feature_service", "now"})
+FIELDS = frozenset({"entities", "features", "feature_service", "now", "request_data"})
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -25,13 +25,15 @@ Receive = Callable[[], Awaitable[dict]]
 class OnlineRequest:
     """A parsed request: entity rows, and exactly one of features or feature_service."""
 
-    __slots__ = ("entities", "features", "service", "now")
+    __slots__ = ("entities", "features", "service", "now", "request_data")
 
-    def __init__(self, entities, features, service, now):
+    def __init__(self, entities, features, service, now, request_data=None):
         self.entities: list = entities
         self.features: list[str] | None = features
         self.service: str | None = service
         self.now: datetime | None = now
+        self.request_data: list | dict | None = request_data
+        """Request fields of on-demand features: one object per entity row, or one for all."""
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -78,7 +80,8 @@ def parse(body: bytes, max_entities: int) -> OnlineRequest:
         raise HTTPError(
             422,
             "unknown_field",
-            f"unknown field {extra[:100]!r}; fields are: entities, features, feature_service, now",
+            f"unknown field {extra[:100]!r}; fields are: entities, features, feature_service, "
+            "now, request_data",
             field=extra[:100],
         )
     entities = data.get("entities")
@@ -137,7 +140,34 @@ def parse(body: bytes, max_entities: int) -> OnlineRequest:
     now = data.get("now")
     if now is not None:
         now = instant(now)
-    return OnlineRequest(entities, features, service, now)
+    request_data = data.get("request_data")
+    if request_data is not None:
+        if type(request_data) is list:
+            if len(request_data) != len(entities):
+                raise HTTPError(
+                    422,
+                    "invalid_field",
+                    f"'request_data' has {len(request_data)} rows for {len(entities)} entity "
+                    "rows: give one object per entity row, or one object for all",
+                    field="request_data",
+                )
+            for i, row in enumerate(request_data):
+                if type(row) is not dict:
+                    raise HTTPError(
+                        422,
+                        "invalid_field",
+                        f"request_data[{i}] must be an object, not {json_type(row)}",
+                        field=f"request_data[{i}]",
+                    )
+        elif type(request_data) is not dict:
+            raise HTTPError(
+                422,
+                "invalid_field",
+                f"'request_data' must be an object or a list of objects, not "
+                f"{json_type(request_data)}",
+                field="request_data",
+            )
+    return OnlineRequest(entities, features, service, now, request_data)
 
 
 def instant(text: object) -> datetime:

@@ -1,0 +1,162 @@
+"""The one array form an on-demand function sees and returns, in training and in serving.
+
+Inputs, one numpy array per parameter, one element per row:
+- numbers (any integer, real, double or numeric feature; `float` and `int` request fields) and
+  booleans: float64, NULL as NaN (booleans as 1.0 / 0.0);
+- timestamps: datetime64[us] in UTC, NULL as NaT;
+- text (and any other type): an object array of str, NULL as None.
+Outputs: a dict with one array (or scalar, broadcast) per declared output, converted to the
+declared type the same way on both paths: NaN (and NaT, None) is NULL; an `int` output must hold
+whole numbers; a `bool` output booleans or 0/1. Online values become Python int, float, bool,
+str or None; offline columns Int64, float64, boolean or object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from skewless.errors import DataError
+from skewless.registry.model import normal_type
+
+FLOAT, TIME, TEXT = "float", "time", "text"
+_FLOAT_TYPES = {"smallint", "integer", "bigint", "real", "double precision", "numeric", "boolean"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def kind(sql_type: str) -> str:
+    """The array form of a SQL type."""
+    t = normal_type(sql_type)
+    if t in _FLOAT_TYPES or t.startswith("numeric"):
+        return FLOAT
+    if t in ("timestamptz", "timestamp with time zone", "timestamp"):
+        return TIME
+    return TEXT
+
+
+# -- online: Python values -> arrays -------------------------------------------------------------
+
+
+def values_array(values: Sequence[object], form: str) -> np.ndarray:
+    """Python values (as served, or checked request data) -> the function's array."""
+    if form == FLOAT:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    if form == TIME:
+        return np.array(
+            [np.datetime64("NaT", "us") if v is None else _micros(v) for v in values],
+            dtype="datetime64[us]",
+        )
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def _micros(moment: datetime) -> np.datetime64:
+    d = moment - _EPOCH
+    return np.datetime64((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds, "us")
+
+
+# -- offline: pandas columns -> arrays -----------------------------------------------------------
+
+
+def column_array(column: pd.Series, form: str) -> np.ndarray:
+    """A training-set column (feature or request field, already typed) -> the function's array."""
+    if form == FLOAT:
+        if column.dtype == object:
+            return values_array([None if pd.isna(v) else v for v in column], FLOAT)
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    if form == TIME:
+        utc = pd.to_datetime(column, utc=True)
+        return utc.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    out = np.empty(len(column), dtype=object)
+    out[:] = [
+        None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v
+        for v in column.tolist()
+    ]
+    return out
+
+
+# -- outputs -------------------------------------------------------------------------------------
+
+
+def output_array(value: object, dtype: str, n: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values, NULL mask) of an output in its declared type; DataError names the output and the
+    first bad row."""
+    t = normal_type(dtype)
+    if t == "text":
+        arr = np.empty(n, dtype=object)
+        arr[:] = _broadcast(value, n, where, obj=True)
+        mask = np.array([v is None or (isinstance(v, float) and v != v) for v in arr], dtype=bool)
+        bad = [i for i, v in enumerate(arr) if not mask[i] and not isinstance(v, str)]
+        if bad:
+            raise DataError(
+                f"{where}: row {bad[0]} is {type(arr[bad[0]]).__name__} {arr[bad[0]]!r}, not text"
+            )
+        arr[mask] = None
+        return arr, mask
+    arr = _broadcast(value, n, where)
+    if arr.dtype == object:
+        try:
+            arr = np.array([np.nan if v is None else v for v in arr], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: values are not numbers ({arr[:3].tolist()}...)") from None
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{where}: an array of {arr.dtype}, not numbers")
+    mask = np.isnan(arr) if arr.dtype.kind == "f" else np.zeros(n, dtype=bool)
+    if t in ("bigint", "integer", "smallint"):
+        if arr.dtype.kind == "f":
+            whole = np.isinf(arr) | (np.floor(arr) != arr)
+            whole &= ~mask
+            if whole.any():
+                i = int(np.argmax(whole))
+                raise DataError(
+                    f"{where}: row {i} is {arr[i].item()!r}, not a whole number (an int output)"
+                )
+            if (np.abs(arr[~mask]) >= 2.0**63).any():
+                raise DataError(f"{where}: a value is out of the int64 range")
+            arr = np.where(mask, 0, arr).astype(np.int64)
+        return arr.astype(np.int64), mask
+    if t == "boolean":
+        ok = (arr == 0) | (arr == 1) | mask
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise DataError(f"{where}: row {i} is {arr[i].item()!r}, not a boolean (or 0/1)")
+        return np.where(mask, False, arr).astype(bool), mask
+    return arr.astype(np.float64), mask
+
+
+def _broadcast(value: object, n: int, where: str, obj: bool = False) -> np.ndarray:
+    if isinstance(value, pd.Series):
+        value = value.to_numpy()
+    arr = np.asarray(value, dtype=object if obj else None)
+    if arr.ndim == 0:
+        return np.full(n, arr.item(), dtype=object if obj else arr.dtype)
+    if arr.shape != (n,):
+        raise DataError(f"{where}: returned shape {arr.shape}, expected ({n},) (one value per row)")
+    return arr
+
+
+def output_values(values: np.ndarray, mask: np.ndarray) -> list:
+    """An output as served: Python scalars, None for NULL."""
+    if not mask.any():
+        return values.tolist()
+    return [None if m else v for v, m in zip(values.tolist(), mask.tolist(), strict=True)]
+
+
+def output_column(
+    values: np.ndarray, mask: np.ndarray, dtype: str
+) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """An output as a training-set column (the dtypes stored features get)."""
+    t = normal_type(dtype)
+    if t in ("bigint", "integer", "smallint"):
+        return pd.arrays.IntegerArray(values.astype(np.int64), mask.copy())
+    if t == "boolean":
+        return pd.arrays.BooleanArray(values.astype(bool), mask.copy())
+    if t == "text":
+        return values
+    out = values.astype(np.float64, copy=True)
+    out[mask] = np.nan
+    return out

@@ -1,0 +1,224 @@
+"""On-demand features in an online read: the stored features they need are read with the rest
+(one round trip), then each on-demand view's function runs once over the request's rows.
+
+An output's status: `present` when it has a value; when it is NULL, `stale` if one of the view's
+stored inputs was stale, else `missing`. So a NULL that training would not have is never passed
+off as present, and a value computed despite a missing input is served as what it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from skewless.errors import DataError
+from skewless.on_demand.columns import TIME, kind, output_values, values_array
+from skewless.on_demand.compute import compute
+from skewless.on_demand.loader import function_for
+from skewless.on_demand.model import REQUEST_TIME
+from skewless.registry import FeatureView, Registry
+
+PRESENT, MISSING, STALE = "present", "missing", "stale"
+
+
+@dataclass(frozen=True)
+class _Step:
+    view: FeatureView
+    inputs: tuple[tuple[str, str, str], ...]
+    """(parameter, column of the inner read, array form)"""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A feature list with on-demand outputs, resolved once: what to read, what to compute."""
+
+    inner: tuple[str, ...]
+    """`<view>_v<N>:<feature>` of every stored feature read: requested ones and inputs."""
+    steps: tuple[_Step, ...]
+    outputs: tuple[tuple[str, int, str], ...]
+    """Per requested column: (name, -1 and the inner column | step index and the output)."""
+    request: tuple[tuple[str, str, str], ...]
+    """Request fields any step needs: (field, SQL type, the first view that needs it)."""
+
+
+_NONE = object()
+
+
+def plan(registry: Registry, features: Sequence[str] | None, service: str | None) -> Plan | None:
+    """None when no on-demand feature is asked for (the plain read then runs alone)."""
+    if not registry.on_demand_views:
+        return None
+    key = ("on_demand", tuple(features) if features is not None else None, service)
+    found = registry.online_plans.get(key, _NONE)
+    if found is _NONE:
+        found = registry.online_plans[key] = _make(registry, features, service)
+    return found  # type: ignore[return-value]
+
+
+def _make(registry: Registry, features, service) -> Plan | None:
+    wanted = registry.select(features, service)
+    if not any(w.view.is_on_demand for w in wanted):
+        return None
+    inner: dict[str, None] = {}
+    steps: dict[str, _Step] = {}
+    request: dict[str, tuple[str, str, str]] = {}
+    for w in wanted:
+        if not w.view.is_on_demand:
+            inner[w.reference] = None
+            continue
+        view = w.view
+        if view.versioned_name in steps:
+            continue
+        od = view.on_demand
+        assert od is not None
+        inputs = []
+        for parameter, ref in od.inputs:
+            ((source, feature),) = registry.resolve([ref])
+            column = f"{source.versioned_name}:{feature}"
+            inner[column] = None
+            inputs.append((parameter, column, kind(source.columns[feature])))
+        for field, sql_type in od.request:
+            seen = request.get(field)
+            if seen is not None and seen[1] != sql_type:
+                raise DataError(
+                    f"request field {field!r} is {seen[1]} for on-demand view {seen[2]} but "
+                    f"{sql_type} for {view.versioned_name}; ask for them apart"
+                )
+            request.setdefault(field, (field, sql_type, view.versioned_name))
+        steps[view.versioned_name] = _Step(view, tuple(inputs))
+    order = list(steps)
+    # columns are named as the plain read names them: the service's names, else references
+    outputs = tuple(
+        (
+            w.name if service else w.reference,
+            order.index(w.view.versioned_name) if w.view.is_on_demand else -1,
+            w.feature if w.view.is_on_demand else w.reference,
+        )
+        for w in wanted
+    )
+    return Plan(tuple(inner), tuple(steps.values()), outputs, tuple(request.values()))
+
+
+def request_arrays(
+    plan: Plan, request_data: Sequence[Mapping[str, object]] | Mapping[str, object] | None, n: int
+) -> dict[str, np.ndarray]:
+    """The request fields, checked and as arrays; DataError names the row and field."""
+    if not plan.request:
+        return {}
+    if request_data is None:
+        fields = ", ".join(f"{f} ({t}, for {v})" for f, t, v in plan.request)
+        raise DataError(f"request_data is required: on-demand features need {fields}")
+    if isinstance(request_data, Mapping):
+        rows: Sequence[Mapping[str, object]] = [request_data] * n
+    elif isinstance(request_data, Sequence) and not isinstance(request_data, str | bytes):
+        rows = request_data
+        if len(rows) != n:
+            raise DataError(
+                f"request_data has {len(rows)} rows for {n} entity rows: give one per entity "
+                "row, or one object for all"
+            )
+    else:
+        raise DataError(
+            f"request_data must be an object or a list of objects, not {type(request_data).__name__}"
+        )
+    known = {f for f, _, _ in plan.request}
+    out = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise DataError(f"request_data[{i}] is {type(row).__name__}, not an object")
+        extra = [k for k in row if k not in known]
+        if extra:
+            raise DataError(
+                f"request_data[{i}] has field {extra[0]!r}, which no requested on-demand feature "
+                f"takes (fields: {', '.join(sorted(known))})"
+            )
+    for field, sql_type, view in plan.request:
+        values = []
+        for i, row in enumerate(rows):
+            if field not in row:
+                raise DataError(
+                    f"request_data[{i}] lacks field {field!r} ({sql_type}), needed by on-demand "
+                    f"view {view}"
+                )
+            values.append(request_value(row[field], sql_type, f"request_data[{i}].{field}"))
+        out[field] = values_array(values, kind(sql_type))
+    return out
+
+
+def request_value(value: object, sql_type: str, where: str) -> object:
+    """One request field's value in its declared type (None is NULL); DataError otherwise."""
+    if value is None:
+        return None
+    if sql_type == "timestamptz":
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                raise DataError(f"{where}: {value[:60]!r} is not an ISO 8601 timestamp") from None
+        if not isinstance(value, datetime):
+            raise DataError(f"{where}: {type(value).__name__}, not a timestamp")
+        if value.tzinfo is None:
+            raise DataError(f"{where}: {value.isoformat()} has no UTC offset (e.g. +00:00)")
+        return value
+    if sql_type == "double precision":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DataError(f"{where}: {type(value).__name__} {value!r:.60}, not a number")
+        return value
+    if sql_type == "bigint":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DataError(f"{where}: {type(value).__name__} {value!r:.60}, not an integer")
+        if not -(2**63) <= value < 2**63:
+            raise DataError(f"{where}: {value} is out of the int64 range")
+        return value
+    if sql_type == "boolean":
+        if not isinstance(value, bool):
+            raise DataError(f"{where}: {type(value).__name__} {value!r:.60}, not a boolean")
+        return value
+    if not isinstance(value, str):
+        raise DataError(f"{where}: {type(value).__name__} {value!r:.60}, not text")
+    return value
+
+
+def finish(
+    plan: Plan,
+    columns: dict[str, list],
+    statuses: dict[str, list[str]],
+    request: dict[str, np.ndarray],
+    now: datetime,
+    n: int,
+) -> tuple[dict[str, list], dict[str, list[str]]]:
+    """The requested columns from the inner read's, with the on-demand outputs computed."""
+    inner = set(plan.inner)
+    out_columns = {k: v for k, v in columns.items() if k not in inner}
+    out_statuses: dict[str, list[str]] = {}
+    computed = []
+    for step in plan.steps:
+        arrays = {p: values_array(columns[c], form) for p, c, form in step.inputs}
+        od = step.view.on_demand
+        assert od is not None
+        for field, _ in od.request:
+            arrays[field] = request[field]
+        if od.uses_request_time:
+            arrays[REQUEST_TIME] = values_array([now] * n, TIME)
+        outputs = compute(step.view, function_for(step.view), arrays, n)
+        worst = [PRESENT] * n
+        for _, c, _ in step.inputs:
+            for i, s in enumerate(statuses[c]):
+                if s == STALE or (s == MISSING and worst[i] == PRESENT):
+                    worst[i] = s
+        computed.append(({k: output_values(*v) for k, v in outputs.items()}, worst))
+    for name, at, source in plan.outputs:
+        if at < 0:
+            out_columns[name] = columns[source]
+            out_statuses[name] = statuses[source]
+            continue
+        values, worst = computed[at]
+        out_columns[name] = values[source]
+        out_statuses[name] = [
+            PRESENT if v is not None else (w if w != PRESENT else MISSING)
+            for v, w in zip(values[source], worst, strict=True)
+        ]
+    return out_columns, out_statuses
