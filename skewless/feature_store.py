@@ -141,7 +141,11 @@ class FeatureStore:
         *,
         feature_service: str | None = None,
         now: datetime | None = None,
+        request_data: Sequence[Mapping[str, object]] | Mapping[str, object] | None = None,
     ) -> OnlineResult:
+        """Values as of `now` (the project clock by default), with a status per value;
+        on-demand features take their request fields from `request_data` (one object per entity
+        row, or one for all; a missing or mistyped field raises DataError naming it)."""
         registry = self.registry
         if self.log_features:
             now = now or clock.now()  # the logged served-at time is the read's own
@@ -153,6 +157,7 @@ class FeatureStore:
             features,
             feature_service=feature_service,
             now=now,
+            request_data=request_data,
         )
         if self.log_features:
             self.feature_log.log(
@@ -164,7 +169,7 @@ class FeatureStore:
                 registry,
                 result.columns,
                 result.statuses,
-                None,
+                request_data,
             )
         return result
 

@@ -38,9 +38,10 @@ import orjson
 import redis
 
 from skewless import clock
-from skewless.errors import DataError, DefinitionError, StaleValueError
+from skewless.errors import DataError, DefinitionError, OnDemandError, StaleValueError
 from skewless.feature_log import FeatureLogger
 from skewless.feature_log import request_id as request_id_of
+from skewless.on_demand import online as on_demand
 from skewless.online.reader import get_online_features
 from skewless.registry import Registry
 from skewless.serving import openapi
@@ -230,6 +231,9 @@ class ServingApp:
             request.now,
         )
         check_entities(entities, self._plans.keys(registry, features, service))
+        od, fields = self._on_demand(registry, request)
+        if od is not None:  # read the stored features it needs with the rest, then compute
+            features, service = list(od.inner), None
         if len(entities) > COALESCE_MAX_ENTITIES or not self.coalesce:
             now = now or clock.now()
             columns, statuses = self._read(registry, entities, features, service, now)
@@ -237,6 +241,8 @@ class ServingApp:
             columns, statuses, now = await self._coalescer.read(
                 registry, entities, features, service, now
             )
+        if od is not None:
+            columns, statuses = _computed(od, columns, statuses, fields, now, len(entities))
         self.metrics.values(_value_counts(statuses))
         self._log(scope, request, registry, now, columns, statuses)
         response = {"feature_names": list(statuses), "columns": columns, "statuses": statuses}
@@ -253,6 +259,9 @@ class ServingApp:
         for start in range(0, len(entities), SLICE_ENTITIES):
             check_entities(entities[start : start + SLICE_ENTITIES], keys, start)
             await asyncio.sleep(0)
+        od, fields = self._on_demand(registry, request)
+        if od is not None:
+            features, service = list(od.inner), None
         columns: dict[str, list] = {}
         statuses: dict[str, list[str]] = {}
         for start in range(0, len(entities), SLICE_ENTITIES):
@@ -267,6 +276,8 @@ class ServingApp:
                 raise store_unavailable()
         if not entities:  # no slice: the empty columns still name the keys and features
             columns, statuses = self._read(registry, entities, features, service, now)
+        if od is not None:
+            columns, statuses = _computed(od, columns, statuses, fields, now, len(entities))
         self.metrics.values(_value_counts(statuses))
         self._log(scope, request, registry, now, columns, statuses)
         parts = [b'{"feature_names":', orjson.dumps(list(statuses)), b',"columns":{']
@@ -297,6 +308,18 @@ class ServingApp:
                 statuses,
                 getattr(request, "request_data", None),
             )
+
+    def _on_demand(self, registry: Registry, request: OnlineRequest) -> tuple:
+        """The request's on-demand plan and its checked request fields, or (None, None)."""
+        if not registry.on_demand_views:
+            return None, None
+        try:
+            od = on_demand.plan(registry, request.features, request.service)
+            if od is None:
+                return None, None
+            return od, on_demand.request_arrays(od, request.request_data, len(request.entities))
+        except DataError as exc:
+            raise HTTPError(422, "invalid_request_data", str(exc), field="request_data") from None
 
     @asynccontextmanager
     async def _one_large_at_a_time(self):
@@ -432,6 +455,19 @@ class ServingApp:
         self.events.close()
         if self.feature_log is not None:
             self.feature_log.close()
+
+
+def _computed(od, columns, statuses, fields, now, n) -> Columns:
+    """The on-demand outputs from the stored values read; a failing function is the server's
+    fault (500), named."""
+    try:
+        return on_demand.finish(od, columns, statuses, fields, now, n)
+    except OnDemandError as exc:
+        log.error("%s", exc)
+        raise HTTPError(500, "on_demand_failed", str(exc)) from None
+    except DefinitionError as exc:
+        log.error("%s", exc)
+        raise HTTPError(500, "on_demand_definition", str(exc)) from None
 
 
 def _request_id(scope: Scope) -> str:
