@@ -152,14 +152,17 @@ class FeatureLogger:
         return True
 
     def stats(self) -> FeatureLogStats:
-        return FeatureLogStats(
-            self._logged,
-            self._dropped_full,
-            self._dropped_failed,
-            self._sampled_out,
-            self._queued + self._in_flight,
-            self._write_errors,
-        )
+        """The counters, consistent with each other: every row offered is in exactly one of
+        logged, dropped (either way), sampled out or queue_rows."""
+        with self._lock:
+            return FeatureLogStats(
+                self._logged,
+                self._dropped_full,
+                self._dropped_failed,
+                self._sampled_out,
+                self._queued + self._in_flight,
+                self._write_errors,
+            )
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every row queued so far is written or dropped; False on timeout."""
@@ -175,17 +178,23 @@ class FeatureLogger:
             time.sleep(0.002)
 
     def close(self, timeout: float = 10.0) -> bool:
-        """Write what is queued (up to `timeout`), stop the thread, close the connection.
-        Reads logged afterwards are dropped (`dropped_queue_full`). False if rows were left."""
+        """Write what is queued (up to `timeout`), stop the thread, close the connection. Rows
+        still queued then are dropped (`dropped_write_failed`), and so are reads logged
+        afterwards (`dropped_queue_full`). False if rows were left."""
         flushed = self.flush(timeout) if not self._closed else True
         with self._lock:
             self._closed = True
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
-        if not self._thread.is_alive() and self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if not self._thread.is_alive():
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            with self._lock:  # what PostgreSQL could not take in time is dropped, and counted
+                self._dropped_failed += self._queued
+                self._queued = 0
+                self._items.clear()
         self._publish()
         return flushed
 
@@ -318,6 +327,7 @@ class FeatureLogger:
 
     def _count(self, *, logged: int = 0, failed: int = 0, errors: int = 0) -> None:
         with self._lock:
+            self._in_flight -= logged + failed
             self._logged += logged
             self._dropped_failed += failed
             self._write_errors += errors
