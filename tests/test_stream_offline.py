@@ -22,7 +22,9 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
 from psycopg import sql
+from test_stream_aggregates import scenarios as prefix_scenarios
 
 from skewless.errors import DataError
 from skewless.offline.historical import get_historical_features
@@ -631,3 +633,92 @@ def test_rebuild_refuses_a_table_view(types_setup, namespace):
     registry, _, _, conn, client = types_setup
     with pytest.raises(ValueError, match="not an aggregated view"):
         rebuild(conn, client, namespace, registry.view(f"h1levels_{RUN}_v1"), at(50))
+
+
+# -- the prefix strategy (plain training values by one merge) equals the oracle -----------------
+
+
+@pytest.fixture(scope="module")
+def prefix_setup(svc):
+    """A stream and two views over every prefix function (three windows, filters), from the
+    property test's definitions (tests/test_stream_aggregates.py), with their brute-force oracle."""
+    from test_stream_aggregates import SPECS, WINDOWS, agg_features, make_stream, make_view
+
+    specs = [s for s in SPECS if s.function in offline_sql.PREFIX_FUNCTIONS]
+    stream = make_stream(f"h1prefix_{RUN}", f"h1prefix_{RUN}")
+    by_origin = agg_features(specs, WINDOWS)
+    by_route = agg_features(
+        [s for s in specs if s.name in ("n", "sum_fval", "sd_ival")], WINDOWS[1:]
+    )
+    views = [
+        (make_view(f"h1prefix_o_{RUN}", stream, ("origin",), by_origin), by_origin),
+        (make_view(f"h1prefix_r_{RUN}", stream, ("origin", "carrier"), by_route), by_route),
+    ]
+    with psycopg.connect(svc.postgres_url, autocommit=True) as conn:
+        event_tables.ensure_table(conn, stream)
+        yield stream, views, conn
+        conn.execute(sql.SQL("drop table {}").format(sql.Identifier("streams", stream.table)))
+
+
+def _prefix_rows(conn, view: FeatureView, rows: list[tuple]) -> list[tuple]:
+    """`offline_sql.lateral`, not strict (the prefix query), over a spine whose key columns
+    have other names than the view's, in spine order."""
+    names = [f.name for f in view.aggregation.features]
+    spine_keys = [f"s_{k}" for k in view.entity]
+    with conn.transaction():
+        cols = ", ".join(f"{k} text" for k in spine_keys)
+        conn.execute(f"create temporary table _pspine (_row bigint, {cols}, t timestamptz)")
+        with conn.cursor().copy(f"copy _pspine (_row, {', '.join(spine_keys)}, t) from stdin") as c:
+            for i, row in enumerate(rows):
+                c.write_row([i, *row])
+        query = offline_sql.lateral(
+            view,
+            sql.Identifier("_pspine"),
+            dict(zip(view.entity, spine_keys, strict=True)),
+            "t",
+            names,
+            strict=False,
+        )
+        assert "_skewless_point" in query.as_string(conn)  # the prefix strategy, not the probes
+        got = conn.execute(sql.SQL("select * from ({}) q order by _row").format(query)).fetchall()
+        conn.execute("drop table _pspine")
+    assert [r[0] for r in got] == list(range(len(rows)))
+    return [tuple(r[1:]) for r in got]
+
+
+@settings(
+    max_examples=int(os.environ.get("SKEWLESS_PROPERTY_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(scenario=prefix_scenarios())
+def test_prefix_training_values_equal_the_oracle(prefix_setup, scenario):
+    """Events as the property test draws them (duplicated ids, ties at window edges, NULLs,
+    floats of any magnitude, late events), stored as ingestion stores them; read at instants
+    around every window edge, for keys with and without events, at a NULL instant, and twice at
+    the same (key, T)."""
+    from test_stream_aggregates import CARRIERS, ORIGINS, _instants, _stored, oracle, same
+
+    stream, views, conn = prefix_setup
+    batches, extra_us, rnd = scenario
+    conn.execute(sql.SQL("truncate {}").format(sql.Identifier("streams", stream.table)))
+    for now, rows in batches:
+        event_tables.append(conn, stream, validated_events(stream, rows, now), now)
+    stored = _stored(batches)
+    instants = _instants(stored, batches[-1][0], extra_us, rnd)
+    for view, features in views:
+        if len(view.entity) == 1:
+            entities = [(o,) for o in (*ORIGINS, "SFO")]
+        else:
+            entities = [(o, c) for o in ORIGINS[:2] for c in CARRIERS]
+        rows = [(*key, t) for key in entities for t in instants]
+        rows += [(*entities[0], None), *rows[:3]]
+        got = _prefix_rows(conn, view, rows)
+        for row, values in zip(rows, got, strict=True):
+            key, t = row[:-1], row[-1]
+            mine = [e for e in stored if tuple(e[k] for k in view.entity) == key]
+            if t is None:
+                mine, t = [], BASE  # no instant: no event
+            for (agg, spec, window), value in zip(features, values, strict=True):
+                want = oracle(spec, window, mine, t)
+                assert same(value, want), f"{agg.name} {key} at {row[-1]}: {value!r}, want {want!r}"

@@ -90,35 +90,45 @@ def _divide(dividend: sql.Composable, divisor: sql.Composable) -> sql.Composable
     )
 
 
-def feature_sql(
-    view: FeatureView, f: AggFeature, ts: sql.Composable, inner: _Inner
-) -> sql.Composable:
-    """The outer expression of one feature, for the events `e` of one spine row at `ts`; its
-    aggregates go to `inner`."""
+class _Lateral:
+    """Aggregates over the events `e` of one spine row at `ts` (the lateral and the as-of
+    function): each feature's window is part of its FILTER clause."""
+
+    def __init__(self, view: FeatureView, ts: sql.Composable):
+        assert view.aggregation is not None
+        self.event_time = sql.Identifier(view.aggregation.stream.event_time)
+        self.ts = ts
+
+    def where(self, f: AggFeature, extra: tuple[Condition, ...] = ()) -> sql.Composable:
+        inside = [sql.SQL("e.{} > {} - {}").format(self.event_time, self.ts, _seconds(f.window_us))]
+        return sql.SQL(" and ").join(inside + _conditions(f.filter) + _conditions(extra))
+
+    def aggregate(
+        self, function: str, arg: sql.Composable, f: AggFeature, extra: tuple[Condition, ...] = ()
+    ) -> sql.Composable:
+        return sql.SQL("{}({}) filter (where {})").format(
+            sql.SQL(function), arg, self.where(f, extra)
+        )
+
+
+def feature_sql(view: FeatureView, f: AggFeature, scope, inner: _Inner) -> sql.Composable:
+    """The outer expression of one feature; its aggregates (made by `scope`, `_Lateral` or
+    `_Prefix`) go to `inner`."""
     assert view.aggregation is not None
     stream = view.aggregation.stream
-    inside = [
-        sql.SQL("e.{} > {} - {}").format(
-            sql.Identifier(stream.event_time), ts, _seconds(f.window_us)
-        )
-    ]
-    inside += _conditions(f.filter)
-    where = sql.SQL(" and ").join(inside)
+    star = sql.SQL("*")
     if f.function == "count":
-        arg = sql.SQL("*") if f.column is None else sql.SQL("e.{}").format(sql.Identifier(f.column))
-        return inner.add(sql.SQL("count({}) filter (where {})").format(arg, where))
+        arg = star if f.column is None else sql.SQL("e.{}").format(sql.Identifier(f.column))
+        return inner.add(scope.aggregate("count", arg, f))
     if f.function == "share":
-        hit = sql.SQL(" and ").join([where, *_conditions(f.condition)])
-        hits = inner.add(sql.SQL("count(*) filter (where {})").format(hit))
-        events = inner.add(sql.SQL("count(*) filter (where {})").format(where))
+        hits = inner.add(scope.aggregate("count", star, f, f.condition))
+        events = inner.add(scope.aggregate("count", star, f))
         return sql.SQL("{}::float8 / nullif({}, 0)::float8").format(hits, events)
     assert f.column is not None
     col = sql.SQL("e.{}").format(sql.Identifier(f.column))
     integer = stream.columns[f.column] in INTEGER_TYPES
     if f.function in ("min", "max"):
-        extreme = inner.add(
-            sql.SQL("{}({}) filter (where {})").format(sql.SQL(f.function), col, where)
-        )
+        extreme = inner.add(scope.aggregate(f.function, col, f))
         # -0.0 = 0.0: which one the aggregate keeps depends on the scan order; +0.0 either way
         floating = stream.columns[f.column] == "double precision"
         return sql.SQL("({} + '0'::float8)").format(extreme) if floating else extreme
@@ -131,13 +141,13 @@ def feature_sql(
                 col=col,
                 et=sql.Identifier(stream.event_time),
                 eid=sql.Identifier(stream.event_id),
-                where=where,
+                where=scope.where(f),
             )
         )
     # a float's exact decimal is stored with the event (events.exact_column): no cast per row
     value = col if integer else sql.SQL("e.{}").format(sql.Identifier(exact_column(f.column)))
-    total = sql.SQL("sum({}) filter (where {})").format(value, where)
-    n = sql.SQL("count({}) filter (where {})").format(col, where)
+    total = scope.aggregate("sum", value, f)
+    n = scope.aggregate("count", col, f)
     if f.function == "sum":
         if integer:
             return inner.add(sql.SQL("coalesce({}, 0)::bigint").format(total))
@@ -148,9 +158,8 @@ def feature_sql(
             return sql.SQL("{}::float8 / {}").format(inner.add(total), count)
         return _divide(_to_float(inner.add(total)), count)
     if f.function == "stddev":
-        squares = sql.SQL("sum({x} * {x}) filter (where {w})").format(
-            x=sql.SQL("{}::numeric").format(col) if integer else value, w=where
-        )
+        x = sql.SQL("{}::numeric").format(col) if integer else value
+        squares = scope.aggregate("sum", sql.SQL("{x} * {x}").format(x=x), f)
         numerator = inner.add(
             sql.SQL("{n}::numeric * {sq} - {t}::numeric * {t}::numeric").format(
                 n=n, sq=squares, t=total
@@ -176,8 +185,9 @@ def _select(
     assert view.aggregation is not None
     by_name = {f.name: f for f in view.aggregation.features}
     inner = _Inner()
+    scope = _Lateral(view, ts)
     outer = [
-        sql.SQL("{} as {}").format(feature_sql(view, by_name[n], ts, inner), sql.Identifier(n))
+        sql.SQL("{} as {}").format(feature_sql(view, by_name[n], scope, inner), sql.Identifier(n))
         for n in names
     ]
     return sql.SQL("select {outer} from (select {inner} from {table} e where {conds}) a").format(
@@ -207,6 +217,178 @@ def _window_conditions(
     return sql.SQL(" and ").join(conds)
 
 
+PREFIX_FUNCTIONS = frozenset({"count", "sum", "mean", "stddev", "share"})
+"""Functions whose aggregates are all counts and sums: a window's value is the difference of two
+prefixes (everything up to T, minus everything up to T - w)."""
+
+_ROW, _POINT = "_skewless_row", "_skewless_point"
+"""The merged rows' marks: a spine row's number (NULL on an event) and which of its instants the
+row stands for (0: T; i: T minus the i-th window)."""
+
+
+class _Prefix:
+    """Aggregates of the prefix query: each is a running total over the merged rows `e`,
+    `p<i>` (the same expression once), and a feature's window the difference between its values
+    at T and at T - w, taken once per spine row."""
+
+    def __init__(self, points: dict[int, int]):
+        self.points = points
+        """window in microseconds -> its point number"""
+        self.columns: list[sql.Composable] = []
+        self._seen: dict[str, int] = {}
+
+    def where(self, f: AggFeature, extra: tuple[Condition, ...] = ()) -> sql.Composable:
+        raise ValueError(f"{f.function} has no prefix form")
+
+    def aggregate(
+        self, function: str, arg: sql.Composable, f: AggFeature, extra: tuple[Condition, ...] = ()
+    ) -> sql.Composable:
+        if function not in ("count", "sum"):
+            raise ValueError(f"{function} has no prefix form")
+        conditions = _conditions(f.filter) + _conditions(extra)
+        if arg == sql.SQL("*"):  # a spine row is no event (and may meet `x is null`)
+            conditions.insert(0, sql.SQL("e.{} is null").format(sql.Identifier(_ROW)))
+        where = (
+            sql.SQL(" filter (where {})").format(sql.SQL(" and ").join(conditions))
+            if conditions
+            else sql.SQL("")
+        )
+        running = sql.SQL("coalesce({}({}){} over running, 0)").format(
+            sql.SQL(function), arg, where
+        )
+        key = repr(running)
+        at = self._seen.get(key)
+        if at is None:
+            at = self._seen[key] = len(self.columns)
+            self.columns.append(running)
+        column = sql.SQL("x.{}").format(sql.Identifier(f"p{at}"))
+        point = sql.Identifier(_POINT)
+        return sql.SQL(
+            "(max({c}) filter (where x.{p} = 0) - max({c}) filter (where x.{p} = {i}))"
+        ).format(c=column, p=point, i=sql.Literal(self.points[f.window_us]))
+
+    def select_list(self) -> sql.Composable:
+        return sql.SQL(", ").join(
+            sql.SQL("{} as {}").format(c, sql.Identifier(f"p{i}"))
+            for i, c in enumerate(self.columns)
+        )
+
+
+def prefix(
+    view: FeatureView,
+    spine: sql.Composable,
+    keys: dict[str, str],
+    ts: str,
+    features: list[str],
+) -> sql.Composed:
+    """The plain (not strict) training values of count, sum, mean, stddev and share features, in
+    the shape of `lateral`, by one merge of the events with the spine instead of one probe per
+    spine row.
+
+    Each spine row (k, T) stands at T and at T - w for each window w among the events of k,
+    ordered by event time (events before spine rows at the same time); a running count or exact
+    sum at those instants is what the events up to them add, and the window's aggregate the
+    difference, exact (bigint counts, numeric sums): the same aggregates as the lateral's, so the
+    same values to the last bit. The events read are those of the spine's keys from its
+    earliest T - longest window to its latest T, per key. `_row` must be unique in the spine."""
+    assert view.aggregation is not None
+    stream = view.aggregation.stream
+    by_name = {f.name: f for f in view.aggregation.features}
+    wanted = [by_name[n] for n in features]
+    windows = sorted({f.window_us for f in wanted})
+    scope = _Prefix({w: i + 1 for i, w in enumerate(windows)})
+    inner = _Inner()
+    outer = [
+        sql.SQL("{} as {}").format(feature_sql(view, f, scope, inner), sql.Identifier(f.name))
+        for f in wanted
+    ]
+    types = stream.columns
+    payload = list(
+        dict.fromkeys(
+            c
+            for f in wanted
+            for c in (f.column, *(x.column for x in (*f.filter, *f.condition)))
+            if c is not None
+        )
+    )
+    carried = [(c, types[c]) for c in payload]
+    carried += [
+        (exact_column(f.column), "numeric")
+        for f in wanted
+        if f.function in ("sum", "mean", "stddev")
+        and f.column is not None
+        and types[f.column] == "double precision"
+    ]
+    carried = list(dict.fromkeys(carried))
+    entity = list(view.entity)
+    et = sql.Identifier(stream.event_time)
+    ident = sql.Identifier
+    s_ts = sql.SQL("s.{}").format(ident(ts))
+    # conditions every feature filters on: an event failing one counts nowhere
+    common = [c for c in wanted[0].filter if all(c in f.filter for f in wanted[1:])]
+    events = sql.SQL(
+        "select {keys}, e.{et}, null::bigint, null::integer{payload}"
+        " from {table} e join (select {spine_keys}, min({s_ts}) - {longest} as lo,"
+        " max({s_ts}) as hi from {spine} s group by {spine_keys_plain}) r"
+        " on {on} and e.{et} > r.lo and e.{et} <= r.hi{common}"
+    ).format(
+        keys=sql.SQL(", ").join(sql.SQL("e.{}").format(ident(k)) for k in entity),
+        et=et,
+        payload=sql.SQL("").join(sql.SQL(", e.{}").format(ident(c)) for c, _ in carried),
+        table=ident(view.schema, view.table),
+        spine_keys=sql.SQL(", ").join(
+            sql.SQL("s.{} as {}").format(ident(keys[k]), ident(k)) for k in entity
+        ),
+        s_ts=s_ts,
+        longest=_seconds(windows[-1]),
+        spine=spine,
+        spine_keys_plain=sql.SQL(", ").join(sql.SQL("s.{}").format(ident(keys[k])) for k in entity),
+        on=sql.SQL(" and ").join(sql.SQL("e.{k} = r.{k}").format(k=ident(k)) for k in entity),
+        common=sql.SQL("").join(sql.SQL(" and ") + c for c in _conditions(tuple(common))),
+    )
+    instants = sql.SQL(", ").join(
+        sql.SQL("({}, {})").format(sql.Literal(i), _seconds(w)) for i, w in enumerate([0, *windows])
+    )
+    points = sql.SQL(
+        "select {keys}, {s_ts} - x.d, s._row, x.i{nulls} from {spine} s"
+        " cross join (values {instants}) x(i, d)"
+    ).format(
+        keys=sql.SQL(", ").join(sql.SQL("s.{}").format(ident(keys[k])) for k in entity),
+        s_ts=s_ts,
+        nulls=sql.SQL("").join(sql.SQL(", null::{}").format(sql.SQL(t)) for _, t in carried),
+        spine=spine,
+        instants=instants,
+    )
+    names = sql.SQL(", ").join(
+        [ident(k) for k in entity]
+        + [et, ident(_ROW), ident(_POINT)]
+        + [ident(c) for c, _ in carried]
+    )
+    running = sql.SQL(
+        "select e.{row}, e.{point}, {prefixes} from ({events} union all {points}) e({names})"
+        " window running as (partition by {keys} order by e.{et}, e.{row} nulls first"
+        " rows unbounded preceding)"
+    ).format(
+        row=ident(_ROW),
+        point=ident(_POINT),
+        prefixes=scope.select_list(),
+        events=events,
+        points=points,
+        names=names,
+        keys=sql.SQL(", ").join(sql.SQL("e.{}").format(ident(k)) for k in entity),
+        et=et,
+    )
+    return sql.SQL(
+        "select a._row, {outer} from (select x.{row} as _row, {inner} from ({running}) x"
+        " where x.{row} is not null group by x.{row}) a"
+    ).format(
+        outer=sql.SQL(", ").join(outer),
+        row=ident(_ROW),
+        inner=inner.select_list(),
+        running=running,
+    )
+
+
 def lateral(
     view: FeatureView,
     spine: sql.Composable,
@@ -217,8 +399,12 @@ def lateral(
     strict: bool,
 ) -> sql.Composed:
     """`select s._row, <features> from <spine> s left join lateral (<aggregates>) f on true`,
-    the shape of `skewless.offline.asof_sql.lateral`."""
+    the shape of `skewless.offline.asof_sql.lateral`; not strict and with prefix functions only
+    (`PREFIX_FUNCTIONS`), the same values by `prefix`."""
     assert view.aggregation is not None
+    by_name = {f.name: f for f in view.aggregation.features}
+    if not strict and features and all(by_name[n].function in PREFIX_FUNCTIONS for n in features):
+        return prefix(view, spine, keys, ts, features)
     t = sql.SQL("s.{}").format(sql.Identifier(ts))
     pairs = [(vk, sql.SQL("s.{}").format(sql.Identifier(sk))) for vk, sk in keys.items()]
     out = sql.SQL(", ").join(sql.SQL("f.{}").format(sql.Identifier(n)) for n in features)
