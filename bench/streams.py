@@ -230,12 +230,8 @@ def _child_worker(consumer: str) -> int:
         backend = worker.conn.info.backend_pid
         cpu = (_own_cpu(), _pid_cpu(backend))
         first = time.time()
-        last = first
-        while True:
-            handled = worker.step()
-            if handled == 0:
-                break
-            last = time.time()
+        worker.run(report_every=3600, until_idle=True)  # as `skewless stream --until-idle`
+        last = time.time()
         python = _own_cpu() - cpu[0]
         postgres = _pid_cpu(backend) - cpu[1]
         print(f"done {first} {last} {worker.counters.ingested} {python} {postgres}", flush=True)

@@ -409,3 +409,76 @@ def test_bad_events_are_refused_before_any_store_is_asked(svc, published):
     store = FeatureStore(svc.postgres_url, "redis://127.0.0.1:1/0", f"ns-{RUN}")
     with pytest.raises(EventError, match="column origin is missing"):
         store.push_events("flight_events", [{**_flight(1, _origin()), "origin": None}])
+
+
+# -- property: the worker's column-wise check gives what the entry-by-entry check gives ------------
+
+TEXT_VALUES = {
+    "site": ["S", "", "Ö", "a\x00b", "x" * (MAX_KEY_BYTES + 1), " s "],
+    "unit": ["4", "-2147483648", "2147483648", "4.0", "", " 7", "1_0", "x"],
+    "event_id": ["e", "", "é", "x" * MAX_KEY_BYTES, "x" * (MAX_KEY_BYTES + 1)],
+    "event_time": [
+        "2013-01-12T10:00:00+00:00",
+        "2013-01-12T10:00:00.123456Z",
+        "2013-01-12T10:00:00",
+        "2013-01-12",
+        (NOW + timedelta(seconds=1)).isoformat(),
+        NOW.isoformat(),
+        "1899-12-31T23:59:59+00:00",
+        "yesterday",
+    ],
+    "reading": ["2.25", "-0.0", "1e308", "1e309", "nan", "inf", "", "0x10", "1_000.5"],
+    "ok": ["true", "false", "1", "0", "yes", ""],
+    "note": ["", "n", "ü", "\x00"],
+    "n": ["", "9223372036854775807", "9223372036854775808", "-3", "2.5"],
+}
+GOOD_TEXT = {
+    "site": "S",
+    "unit": "4",
+    "event_time": "2013-01-12T10:00:00+00:00",
+    "reading": "2.25",
+    "ok": "true",
+    "note": "",
+    "n": "-3",
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), n=st.integers(1, 8))
+def test_the_column_wise_check_gives_the_entry_by_entry_events(data, n):
+    """`worker._columns` + `text_columns` (a batch of XADD entries at once) answer exactly the
+    events `check_events` gives, or None when any entry is not simple or not good; a batch of
+    good, simple entries takes the column-wise path."""
+    from skewless.streams.validate import check_events, text_columns
+    from skewless.streams.worker import _columns
+
+    columns = data.draw(
+        st.lists(st.sampled_from(sorted(TEXT_VALUES) + ["colour"]), min_size=1, unique=True)
+    )
+    good = data.draw(st.booleans())
+    records = []
+    for i in range(n):
+        record = {}
+        for c in columns:
+            values = TEXT_VALUES.get(c, ["red"])
+            record[c] = GOOD_TEXT.get(c, "e") if good else data.draw(st.sampled_from(values))
+        if good or data.draw(st.booleans()):
+            record["event_id"] = f"e-{i}"
+        if data.draw(st.integers(0, 9)) == 0:
+            record = dict(reversed(list(record.items())))  # another field order
+        records.append(record)
+    entries = [
+        [f"{i + 1}-0".encode(), [p.encode() for kv in r.items() for p in kv]]
+        for i, r in enumerate(records)
+    ]
+    want = check_events(PROBE, records, NOW, form=TEXT)
+    split = _columns(entries)
+    got = text_columns(PROBE, *split, NOW) if split is not None else None
+    if got is not None:
+        assert got == want and all(type(e) is dict for e in want)
+        assert [list(e) for e in got] == [list(e) for e in want]  # the same column order
+    simple = len({tuple(r) for r in records}) == 1 and all(
+        v.isascii() and "\x00" not in v for r in records for v in r.values()
+    )
+    if simple and good and all(type(e) is dict for e in want):
+        assert got is not None  # the usual batch takes the column-wise path

@@ -476,3 +476,99 @@ def test_trimming_drops_acknowledged_entries_only(svc, registry, namespace, run_
     assert len(left) < 1000  # acknowledged by both groups: trimmed (whole nodes, `~`)
     assert oldest_pending in left  # nothing still pending was trimmed
     assert left[-300:] == [i for i, _ in read[-300:]]
+
+
+# -- the pipelined loop: failures between the stores ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "where", ["before the online writes", "before the acknowledgement", "script lost"]
+)
+def test_a_failure_between_the_stores_ends_exactly_once(
+    svc, registry, namespace, run_id, rds, monkeypatch, where
+):
+    """The pipelined loop (`Worker.run`) sends a batch's online writes after its COPY commits and
+    acknowledges it one batch later, once Redis confirmed them. A connection lost after the
+    commit and before the online writes, or after them and before the acknowledgement, and a
+    script Redis lost (NOSCRIPT: loaded and the writes made again), all end as one clean ingest
+    leaves the stores: every event once offline, counted once online, nothing left pending."""
+    from skewless.streams import link as link_module
+    from skewless.streams.worker import Worker
+
+    monkeypatch.setenv("SKEWLESS_NOW", NOW.isoformat())
+    monkeypatch.setattr("skewless.streams.worker.BACKOFF_FIRST_S", 0.01)
+    key = f"{namespace}:events:{STREAM}"
+    entries = _events(run_id, 3_000, seed=11)
+    _xadd(rds, key, entries)
+    injected: list[str] = []
+    send, confirm = link_module.Channel.send, Worker._confirm
+
+    def failing_send(self, commands):
+        writes = [c for c in commands if c[0] == "EVALSHA"]
+        if writes and len(injected) < 2:
+            if where == "before the online writes":
+                injected.append(where)
+                raise redis.ConnectionError("injected: lost before the online writes")
+            if where == "script lost":
+                injected.append(where)
+                commands = [
+                    ("EVALSHA", "0" * 40, *c[2:]) if c[0] == "EVALSHA" else c for c in commands
+                ]
+        return send(self, commands)
+
+    def failing_confirm(self, link):
+        done = confirm(self, link)
+        if done and where == "before the acknowledgement" and len(injected) < 2:
+            injected.append(where)
+            raise redis.ConnectionError("injected: lost before the acknowledgement")
+        return done
+
+    monkeypatch.setattr(link_module.Channel, "send", failing_send)
+    monkeypatch.setattr(Worker, "_confirm", failing_confirm)
+    worker = Worker(svc.postgres_url, rds, namespace, registry, streams=[STREAM], batch=400)
+    try:
+        counters = worker.run(report_every=3600, until_idle=True)
+    finally:
+        worker.close()
+    assert len(injected) == 2, injected
+    assert _pending(rds, key) == 0
+    assert _rows(svc.postgres_url, run_id) == len(entries)
+    assert counters.entries >= len(entries) and counters.dead == 0
+    assert counters.ingested + counters.duplicates == counters.entries
+    expected = _reference(svc.postgres_url, rds, registry, f"{namespace}-ref", entries)
+    assert _state(rds, namespace) == expected
+
+
+def test_a_stopped_loop_acknowledges_what_it_read(
+    svc, registry, namespace, run_id, rds, monkeypatch
+):
+    """`stop()` while batches are in flight (the next read sent, the last online writes not yet
+    confirmed): `run` processes the read, confirms and acknowledges before it returns, so a
+    stopped worker leaves nothing pending."""
+    import threading
+
+    from skewless.streams.worker import Worker
+
+    monkeypatch.setenv("SKEWLESS_NOW", NOW.isoformat())
+    key = f"{namespace}:events:{STREAM}"
+    entries = _events(run_id, 6_000, seed=12)
+    _xadd(rds, key, entries)
+    worker = Worker(svc.postgres_url, rds, namespace, registry, streams=[STREAM], batch=300)
+    original = worker._advance
+
+    def advance(link, ahead):
+        out = original(link, ahead)
+        if worker.counters.entries >= 1_200:
+            worker.stop()  # mid-backlog, with a read and a write in flight
+        return out
+
+    worker._advance = advance
+    thread = threading.Thread(target=worker.run, kwargs={"report_every": 3600})
+    thread.start()
+    thread.join(120)
+    worker.close()
+    assert not thread.is_alive()
+    processed = worker.counters.entries
+    assert 1_200 <= processed < len(entries)
+    assert _pending(rds, key) == 0  # all it read is acknowledged
+    assert _rows(svc.postgres_url, run_id) == processed

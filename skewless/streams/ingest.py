@@ -10,7 +10,7 @@ delivery, exactly-once results.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -61,8 +61,26 @@ def ingest(
     now: datetime,
 ) -> IngestResult:
     """Write validated events (`skewless.streams.validate`) as of `now` (their `created_at`)."""
+    result, publish = store(conn, client, namespace, registry, stream, events, now)
+    publish()
+    return result
+
+
+def store(
+    conn: psycopg.Connection,
+    client: object,
+    namespace: str,
+    registry: Registry,
+    stream: Stream,
+    events: Sequence[dict[str, object]],
+    now: datetime,
+) -> tuple[IngestResult, Callable[[], int]]:
+    """`ingest` in two halves: the offline table written (committed) and the online writes
+    prepared; the second half, the callable returned, makes them through `client` (returns
+    entity keys touched). The stream worker has them recorded (by a client that only records
+    the commands) and sends them while it works on the next batch."""
     ensure_table(conn, stream)
-    writer = StateWriter(client, namespace, stream, list(registry.aggregates.values()))
+    writer = StateWriter(client, namespace, stream, list(registry.aggregates.values()))  # type: ignore[arg-type]
     early: list = []
 
     def prepare(candidates: list[dict[str, object]]) -> None:
@@ -73,7 +91,7 @@ def ingest(
     stored, canonical = event_table.append(
         conn, stream, events, now, meanwhile=prepare if writer.views else None
     )
-    entities = 0
+    publish: Callable[[], int]
     if canonical:
         prepared = None
         if early:
@@ -82,9 +100,17 @@ def ingest(
                 a is not b for a, b in zip(candidates, canonical, strict=True)
             ):
                 prepared = None  # some ids were already stored: their stored copies count
-        entities = writer.send(prepared or writer.prepare(canonical, now))
+        ready = prepared or writer.prepare(canonical, now)
+
+        def publish() -> int:
+            return writer.send(ready)
+
     else:
-        mark(client, namespace, stream.name, codec.micros(now))
+
+        def publish() -> int:
+            mark(client, namespace, stream.name, codec.micros(now))  # type: ignore[arg-type]
+            return 0
+
     # late among the events this call stored (the stored copy of an id seen before is another
     # object): a redelivered batch is not counted late twice
     sent = {id(e) for e in events}
@@ -94,4 +120,5 @@ def ingest(
         for e in canonical
         if id(e) in sent and e[stream.event_time] < late_before  # type: ignore[operator]
     )
-    return IngestResult(len(events), stored, late, entities)
+    touched = ready.touched if canonical else 0
+    return IngestResult(len(events), stored, late, touched), publish

@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import attrgetter
 
 import pandas as pd
 
@@ -387,6 +388,91 @@ def check_events(
         else:
             append(event)
     return out
+
+
+@lru_cache(maxsize=64)
+def _column_rules(
+    stream: Stream,
+) -> tuple[tuple[str, str, Callable, str | None, bool, int], ...]:
+    """Per input column, for `text_columns`: (name, how its values are parsed in bulk: int,
+    float, text, instant or one by one, the text form's converter, why it is required, has a
+    length bound, the bits of an integer type)."""
+    out = []
+    for (column, convert, required), (_, _, _, bounded) in zip(
+        _text_rules(stream), _rules(stream, TEXT), strict=True
+    ):
+        dtype = stream.columns[column]
+        kind = normal_type(dtype).split("(")[0].strip()
+        bits = _INTEGER_BITS.get(kind, 0)
+        if dtype in INTEGER_TYPES and kind in _INTEGER_BITS:
+            how = "int"
+        elif dtype in FLOAT_TYPES and kind == "double precision":
+            how = "float"
+        elif dtype == "text":
+            how = "text"
+        elif dtype == "timestamptz":
+            how = "instant"
+        else:
+            how = "each"
+        out.append((column, how, convert, required, bounded, bits))
+    return tuple(out)
+
+
+def text_columns(
+    stream: Stream, names: Sequence[str], columns: Sequence[Sequence[str]], now: datetime
+) -> list[dict[str, object]] | None:
+    """A batch of text-form records given column-wise (`names[j]`'s values in `columns[j]`,
+    every value an ASCII str without NUL, the names distinct), checked a column at a time with
+    `int`, `float` and `datetime.fromisoformat` over whole columns: the events `check_events`
+    gives when every record is good; None when any is not (or would need a closer look: an empty
+    number, a NaN), and `check_events` then says which and why."""
+    if not columns or not set(names) <= _known(stream):
+        return None
+    n = len(columns[0])
+    given = dict(zip(names, columns, strict=True))
+    order: list[str] = []
+    values: list[Sequence[object]] = []
+    try:
+        for column, how, convert, required, bounded, bits in _column_rules(stream):
+            raw = given.get(column)
+            order.append(column)
+            if raw is None:
+                if required:
+                    return None
+                values.append([None] * n)
+                continue
+            if how == "int":
+                ints = list(map(int, raw))
+                if min(ints) < -(1 << bits) or max(ints) >= 1 << bits:
+                    return None
+                values.append(ints)
+            elif how == "float":
+                floats = list(map(float, raw))
+                if not all(map(math.isfinite, floats)):
+                    return None
+                values.append(floats)
+            elif how == "text":
+                if bounded and (min(map(len, raw)) == 0 or max(map(len, raw)) > MAX_KEY_BYTES):
+                    return None
+                values.append(raw)
+            elif how == "instant":
+                moments = list(map(datetime.fromisoformat, raw))
+                if None in map(_tzinfo, moments):
+                    return None
+                if column == stream.event_time and (max(moments) > now or min(moments) < EARLIEST):
+                    return None
+                values.append(moments)
+            else:
+                each = list(map(convert, raw))
+                if required and None in each:
+                    return None
+                values.append(each)
+    except (ValueError, TypeError, _Bad):
+        return None
+    return [dict(zip(order, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+_tzinfo = attrgetter("tzinfo")
 
 
 def validated_events(

@@ -16,7 +16,15 @@ Delivery is at least once; the writes are idempotent, so the results are exactly
 - the offline table keeps one row per event id and the online state is a set of events, so a batch
   processed twice changes nothing the second time.
 
-Per micro-batch: every entry is checked (`validate.check_events`, text form). A bad one (missing
+`run` (what `skewless stream` runs) pipelines its Redis traffic (`skewless.streams.link`): the
+next batch's XREADGROUP is in flight while the current batch is checked and committed offline,
+and a batch's online writes are in flight while the next one is; a batch is acknowledged one
+batch later, in the same send as the next online writes, once Redis has confirmed its own. A
+failure anywhere leaves the unacknowledged batches pending, as above; `step` (one batch, read,
+written and acknowledged before it returns) is the same work without the overlap.
+
+Per micro-batch: every entry is checked (`validate.text_columns` over the batch's columns when
+every entry has the same ASCII fields, else `validate.check_events` entry by entry, text form). A bad one (missing
 key, wrong type, naive timestamp, unknown column, event time in the future, not UTF-8, deleted from
 the stream before it was read) goes to the dead-letter stream `<stream key>:dead` with `reason`,
 `entry_id` and the entry's own fields (a field named `reason`, `entry_id` or `stream` is
@@ -46,6 +54,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 
 import psycopg
 import redis
@@ -55,10 +64,12 @@ from skewless.errors import ServiceUnavailable
 from skewless.online import codec
 from skewless.registry import Registry
 from skewless.streams import ingest as ingest_module
-from skewless.streams.ingest import IngestResult, ingest
+from skewless.streams import state
+from skewless.streams.ingest import IngestResult, store
+from skewless.streams.link import Channel, Recorder
 from skewless.streams.model import Stream
 from skewless.streams.state import mark
-from skewless.streams.validate import TEXT, check_events
+from skewless.streams.validate import TEXT, check_events, text_columns
 
 log = logging.getLogger("skewless.stream")
 
@@ -157,6 +168,81 @@ class _Batch:
     entries: list
 
 
+@dataclass
+class _Done:
+    """A batch whose events are committed offline and whose online writes are made (or sent):
+    what its acknowledgement says and counts."""
+
+    stream: Stream
+    key: str
+    ids: list
+    stored: int
+    duplicates: int
+    late: int
+    bad: list
+    """(entry id, fields, reason) of the entries dead-lettered."""
+
+
+class _Link:
+    """The pipelined loop's two connections (`skewless.streams.link`): the next batch's read in
+    flight on one, the last batch's online writes in flight on the other (acknowledged in the
+    next send once their replies say they are made)."""
+
+    def __init__(self, client: redis.Redis):
+        self.reads = Channel(client.connection_pool)
+        self.writes = Channel(client.connection_pool)
+        self.reading: tuple[dict[str, Stream], Registry] | None = None
+        self.written: tuple[int, list[_Done], list[tuple]] | None = None
+        """(replies that acknowledge earlier batches, the batches written, the commands)."""
+
+    def read(
+        self,
+        consumer: str,
+        count: int,
+        by_key: dict[str, Stream],
+        registry: Registry,
+        block_ms: int | None,
+    ) -> None:
+        block = ("BLOCK", block_ms) if block_ms is not None else ()
+        self.reads.send(
+            [
+                (
+                    "XREADGROUP",
+                    "GROUP",
+                    GROUP,
+                    consumer,
+                    "COUNT",
+                    count,
+                    *block,
+                    "STREAMS",
+                    *by_key,
+                    *(">" for _ in by_key),
+                )
+            ]
+        )
+        self.reading = (by_key, registry)
+
+    def take(self) -> tuple[dict[str, Stream], Registry, list[tuple[str, list]]]:
+        """The reply of the read in flight: (key, entries) pairs."""
+        assert self.reading is not None
+        by_key, registry = self.reading
+        self.reading = None
+        (reply,) = self.reads.replies(1, raw=True)
+        if isinstance(reply, Exception):
+            raise reply
+        if not reply:
+            return by_key, registry, []
+        if isinstance(reply, dict):  # RESP3: a map of key to entries
+            reply = list(reply.items())
+        return by_key, registry, [(_text(key), entries) for key, entries in reply]
+
+    def close(self) -> None:
+        for channel in (self.reads, self.writes):
+            with contextlib.suppress(redis.RedisError, OSError):
+                channel.close()
+        self.reading = self.written = None
+
+
 def transient(exc: BaseException) -> bool:
     """An error of a server or the network, which the worker outlives by retrying: the entries
     stay pending until they are in both stores."""
@@ -204,6 +290,7 @@ class Worker:
         self._lag_reported = False
         self._said: set[str] = set()
         self._reader: redis.Redis | None = None
+        self._link: _Link | None = None
 
     # -- what to read ---------------------------------------------------------------------------
 
@@ -274,6 +361,11 @@ class Worker:
         return self._conn
 
     def close(self) -> None:
+        """The connections closed; entries read and not yet acknowledged stay pending (`run`
+        acknowledges what it wrote before it returns)."""
+        if self._link is not None:
+            self._link.close()
+            self._link = None
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
@@ -301,13 +393,8 @@ class Worker:
             reply = list(reply.items())
         return [(_text(key), entries) for key, entries in reply]
 
-    def step(self) -> int:
-        """Read and process at most one batch per stream; returns the entries handled
-        (acknowledged: ingested, duplicates and dead-lettered)."""
-        registry, by_key = self._current()
-        if not by_key:
-            self.stopping.wait(1.0)
-            return 0
+    def _prepare_streams(self, by_key: dict[str, Stream]) -> None:
+        """Consumer groups created; a gone worker's idle entries claimed, now and then."""
         for key in by_key:
             if key not in self._groups:
                 ensure_group(self.client, key)
@@ -316,6 +403,20 @@ class Worker:
             self._last_claim = time.monotonic()
             for key in by_key:
                 self._claim(key)
+
+    def step(self) -> int:
+        """Read and process at most one batch per stream; returns the entries handled
+        (acknowledged, on return: ingested, duplicates and dead-lettered)."""
+        self._settle()
+        registry, by_key = self._current()
+        if not by_key:
+            self.stopping.wait(1.0)
+            return 0
+        self._prepare_streams(by_key)
+        assert registry is not None
+        return self._step(registry, by_key)
+
+    def _step(self, registry: Registry, by_key: dict[str, Stream]) -> int:
         batches: list[_Batch] = []
         # a restarted worker (and one that claimed entries) first takes what it read and never
         # acknowledged: history of its own pending list, from id 0
@@ -334,9 +435,14 @@ class Worker:
                     batches.append(_Batch(by_key[key], key, entries))
         now = clock.now(fresh=True)  # after the read: an event is never judged by an older clock
         handled = 0
-        assert registry is not None
         for b in batches:
             handled += self._process(registry, b, now)
+        self._after_step(by_key, handled, now)
+        return handled
+
+    def _after_step(self, by_key: dict[str, Stream], handled: int, now: datetime) -> None:
+        """Caught up: the progress marks now and then; acknowledged entries trimmed, at most
+        every `trim_every` seconds."""
         if handled:
             self._trim_due = True
         elif time.monotonic() - self._last_mark >= 0.25:
@@ -346,7 +452,110 @@ class Worker:
             self._trim_due = False
             for key in by_key:
                 trim(self.client, key)
+
+    # -- the pipelined loop ---------------------------------------------------------------------
+
+    def _pipelined(self) -> bool:
+        """The loop pipelines with a plain client (raw connections of its pool); another kind of
+        client (a cluster) is stepped."""
+        return type(self.client) is redis.Redis and hasattr(self.client, "connection_pool")
+
+    def _pump(self, *, block: bool) -> int:
+        """One batch per stream, pipelined (`_Link`): the next read is in flight while this one
+        is processed, and the previous batch is acknowledged once its online writes are
+        confirmed. Returns the entries processed (acknowledged by the next pump or `_settle`)."""
+        registry, by_key = self._current()
+        if not by_key:
+            self._settle()
+            self.stopping.wait(1.0)
+            return 0
+        self._prepare_streams(by_key)
+        assert registry is not None
+        if any(key not in self._own_pending_done for key in by_key):
+            # a read in flight is dropped: the entries it delivered stay pending, in this
+            # worker's history, which is read (stepped) first
+            self._settle(process=False)
+            return self._step(registry, by_key)
+        if self._link is None:
+            self._link = _Link(self.client)
+        link = self._link
+        block_ms = self.block_ms if block else None
+        if link.reading is None:
+            link.read(self.consumer, self.batch, by_key, registry, block_ms)
+        handled, now = self._advance(link, (by_key, registry, block_ms))
+        self._after_step(by_key, handled, now)
         return handled
+
+    def _advance(
+        self,
+        link: _Link,
+        ahead: tuple[dict[str, Stream], Registry, int | None] | None,
+    ) -> tuple[int, datetime]:
+        """The read in flight taken and processed (the next one sent first, with `ahead`); its
+        online writes sent, and the previous batch's acknowledgement with them."""
+        at_read, registry, reply = link.take()
+        if reply and ahead is not None:
+            link.read(self.consumer, self.batch, ahead[0], ahead[1], ahead[2])
+        now = clock.now(fresh=True)  # after the read: an event is never judged by an older clock
+        recorder = Recorder()
+        done = [
+            self._write(registry, _Batch(at_read[key], key, entries), now, recorder)
+            for key, entries in reply
+            if entries
+        ]
+        confirmed = self._confirm(link)
+        acks = [c for d in confirmed for c in self._ack_commands(d)]
+        if acks or recorder.commands:
+            link.writes.send(acks + recorder.commands)
+            link.written = (len(acks), done, recorder.commands)
+        for d in confirmed:
+            self._count(d)
+        return sum(len(d.ids) for d in done), now
+
+    def _confirm(self, link: _Link) -> list[_Done]:
+        """The batches whose online writes (in flight) are made: their replies read. A script
+        Redis lost (restarted, flushed) is loaded and the batch's writes made again (they are
+        idempotent); any other error reply raises (the batch stays pending)."""
+        if link.written is None:
+            return []
+        acks, done, commands = link.written
+        link.written = None
+        replies = link.writes.replies()
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if any(not isinstance(e, redis.exceptions.NoScriptError) for e in errors):
+            raise next(e for e in errors if not isinstance(e, redis.exceptions.NoScriptError))
+        if errors:
+            if any(isinstance(e, Exception) for e in replies[:acks]):
+                raise errors[0]
+            self.client.script_load(state.SCRIPT)
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            pipe.execute()
+        return done
+
+    def _settle(self, *, process: bool = True) -> None:
+        """Nothing left in flight: the read in flight processed (or, with `process` false,
+        dropped: its entries stay pending), then the last writes confirmed and acknowledged."""
+        link = self._link
+        if link is None:
+            return
+        if link.reading is not None:
+            if process:
+                self._advance(link, None)
+            else:
+                link.reads.replies()
+                link.reading = None
+        confirmed = self._confirm(link)
+        if confirmed:
+            link.writes.send([c for d in confirmed for c in self._ack_commands(d)])
+            for reply in link.writes.replies():
+                if isinstance(reply, Exception):
+                    raise reply
+            for d in confirmed:
+                self._count(d)
+
+    # -- a batch --------------------------------------------------------------------------------
 
     def _claim(self, key: str) -> None:
         """Entries idle in a gone worker's pending list move into this one's (JUSTID: ids only,
@@ -374,15 +583,61 @@ class Worker:
         self.counters.last_lag_ms = 0
 
     def _process(self, registry: Registry, b: _Batch, now: datetime) -> int:
+        """A batch into both stores, then acknowledged (one round trip each)."""
+        done = self._write(registry, b, now, self.client)
+        pipe = self.client.pipeline(transaction=False)
+        for command in (*self._dead_commands(done), *self._ack_commands(done)):
+            pipe.execute_command(*command)
+        pipe.execute()
+        self._count(done)
+        return len(done.ids)
+
+    def _write(self, registry: Registry, b: _Batch, now: datetime, client: object) -> _Done:
+        """The batch checked; its good events committed offline and their online writes made
+        through `client` (a `Recorder` records them, and the bad entries' dead letters after
+        them, for the pipelined loop to send)."""
         stream = b.stream
         ids: list = []
         good: list[tuple[object, list | dict, dict[str, object]]] = []
         bad: list[tuple[object, dict, str]] = []
+        columns = _columns(b.entries)
+        events = text_columns(stream, *columns, now) if columns is not None else None
+        if events is not None:  # every entry good (the usual case), checked column-wise
+            ids = [entry_id for entry_id, _ in b.entries]
+            good = [(i, f, e) for (i, f), e in zip(b.entries, events, strict=True)]
+        else:
+            self._check(stream, b.entries, now, ids, good, bad)
+        results = self._ingest(registry, stream, good, now, bad, client) if good else []
+        for _, publish in results:
+            publish()
+        done = _Done(
+            stream,
+            b.key,
+            ids,
+            sum(r.stored for r, _ in results),
+            sum(r.duplicates for r, _ in results),
+            sum(r.late for r, _ in results),
+            bad,
+        )
+        if isinstance(client, Recorder):
+            client.commands.extend(self._dead_commands(done))
+        return done
+
+    def _check(
+        self,
+        stream: Stream,
+        entries: list,
+        now: datetime,
+        ids: list,
+        good: list[tuple[object, list | dict, dict[str, object]]],
+        bad: list[tuple[object, dict, str]],
+    ) -> None:
+        """Entry by entry: ids in order, good events and bad entries (with the reason) added."""
         # per entry, in order: None (decoded: checked below, with the batch's other records) or
         # (its fields, why it is refused already)
         early: list[tuple[dict, str] | None] = []
         records: list[dict[str, str]] = []
-        for entry_id, fields in b.entries:
+        for entry_id, fields in entries:
             ids.append(entry_id)
             if not fields:  # XADD needs a field: an empty entry in a pending list was deleted
                 early.append(({}, DELETED))
@@ -394,7 +649,7 @@ class Worker:
             early.append(None)
             records.append(record)
         checks = iter(check_events(stream, records, now, form=TEXT))
-        for (entry_id, fields), refused in zip(b.entries, early, strict=True):
+        for (entry_id, fields), refused in zip(entries, early, strict=True):
             if refused is not None:
                 bad.append((entry_id, refused[0], refused[1]))
                 continue
@@ -403,30 +658,42 @@ class Worker:
                 bad.append((entry_id, _fields(fields), checked))
             else:
                 good.append((entry_id, fields, checked))
-        results = self._ingest(registry, stream, good, now, bad) if good else []
-        dead = dead_letter_key(self.namespace, stream)
-        pipe = self.client.pipeline(transaction=False)
-        for entry_id, fields, reason in bad:
-            pipe.xadd(
+
+    def _dead_commands(self, done: _Done) -> list[tuple]:
+        dead = dead_letter_key(self.namespace, done.stream)
+        return [
+            (
+                "XADD",
                 dead,
-                _dead_letter(stream, entry_id, fields, reason),
-                maxlen=DEAD_LETTER_MAXLEN,
-                approximate=True,
+                "MAXLEN",
+                "~",
+                DEAD_LETTER_MAXLEN,
+                "*",
+                *_flat(_dead_letter(done.stream, entry_id, fields, reason)),
             )
-        pipe.xack(b.key, GROUP, *ids)
-        lag_ms = max(0, int(time.time() * 1000) - _entry_ms(ids[0]))  # ids ascend
-        stored = sum(r.stored for r in results)
-        duplicates = sum(r.duplicates for r in results)
-        late = sum(r.late for r in results)
-        metrics = metrics_key(self.namespace, stream.name)
-        pipe.hincrby(metrics, "ingested", stored)
-        pipe.hincrby(metrics, "duplicates", duplicates)
-        pipe.hincrby(metrics, "late", late)
-        pipe.hincrby(metrics, "dead", len(bad))
-        pipe.hincrby(metrics, "batches", 1)
-        pipe.hset(metrics, mapping={"lag_ms": lag_ms, "updated_ms": int(time.time() * 1000)})
-        pipe.execute()
+            for entry_id, fields, reason in done.bad
+        ]
+
+    def _ack_commands(self, done: _Done) -> list[tuple]:
+        """XACK and the stream's metrics."""
+        metrics = metrics_key(self.namespace, done.stream.name)
+        now_ms = int(time.time() * 1000)
+        lag_ms = max(0, now_ms - _entry_ms(done.ids[0]))  # ids ascend
+        return [
+            ("XACK", done.key, GROUP, *done.ids),
+            ("HINCRBY", metrics, "ingested", done.stored),
+            ("HINCRBY", metrics, "duplicates", done.duplicates),
+            ("HINCRBY", metrics, "late", done.late),
+            ("HINCRBY", metrics, "dead", len(done.bad)),
+            ("HINCRBY", metrics, "batches", 1),
+            ("HSET", metrics, "lag_ms", lag_ms, "updated_ms", now_ms),
+        ]
+
+    def _count(self, done: _Done) -> None:
+        """An acknowledged batch counted (and its dead letters logged)."""
         self._lag_reported = True
+        stream, bad = done.stream, done.bad
+        dead = dead_letter_key(self.namespace, stream)
         for entry_id, _, reason in bad[:3]:
             log.warning(
                 f"{stream.name}: entry {_text(entry_id)} dead-lettered to {_text(dead)}: {reason}"
@@ -434,15 +701,14 @@ class Worker:
         if len(bad) > 3:
             log.warning(f"{stream.name}: {len(bad) - 3} more entries of the batch dead-lettered")
         c = self.counters
-        c.ingested += stored
-        c.duplicates += duplicates
-        c.late += late
+        c.ingested += done.stored
+        c.duplicates += done.duplicates
+        c.late += done.late
         c.dead += len(bad)
         c.batches += 1
-        c.entries += len(ids)
-        c.last_lag_ms = lag_ms
-        c.by_stream[stream.name] = c.by_stream.get(stream.name, 0) + stored
-        return len(ids)
+        c.entries += len(done.ids)
+        c.last_lag_ms = max(0, int(time.time() * 1000) - _entry_ms(done.ids[0]))
+        c.by_stream[stream.name] = c.by_stream.get(stream.name, 0) + done.stored
 
     def _ingest(
         self,
@@ -451,15 +717,17 @@ class Worker:
         good: list[tuple[object, list | dict, dict[str, object]]],
         now: datetime,
         bad: list[tuple[object, dict, str]],
-    ) -> list[IngestResult]:
-        """Both stores; an event PostgreSQL refuses (a data error, which validation should have
-        caught) is isolated by halving the batch and dead-lettered, the others written. Server
-        and connection errors propagate: the batch stays pending and is retried."""
+        client: object,
+    ) -> list[tuple[IngestResult, Callable[[], int]]]:
+        """Both stores (the online writes to make, through `client`); an event PostgreSQL
+        refuses (a data error, which validation should have caught) is isolated by halving the
+        batch and dead-lettered, the others written. Server and connection errors propagate:
+        the batch stays pending and is retried."""
         try:
             return [
-                ingest(
+                store(
                     self.conn,
-                    self.client,
+                    client,
                     self.namespace,
                     registry,
                     stream,
@@ -474,8 +742,8 @@ class Worker:
                 bad.append((entry_id, _fields(fields), f"PostgreSQL refused the event: {first}"))
                 return []
             half = len(good) // 2
-            return self._ingest(registry, stream, good[:half], now, bad) + self._ingest(
-                registry, stream, good[half:], now, bad
+            return self._ingest(registry, stream, good[:half], now, bad, client) + self._ingest(
+                registry, stream, good[half:], now, bad, client
             )
 
     def _after_failure(self) -> None:
@@ -492,12 +760,16 @@ class Worker:
         """Process until stopped (SIGTERM, SIGINT, `stop()`), or with `until_idle` until a step
         finds nothing; logs rate and lag every `report_every` seconds while events flow. A
         server error is logged and retried with backoff (the entries stay pending); any other
-        error propagates."""
+        error propagates. Pipelined (`_pump`) with a plain client; what it processed is
+        acknowledged before it returns."""
         last_report, last_count = time.monotonic(), 0
         failures, failing_since = 0, 0.0
+        pipelined = self._pipelined()
         while not self.stopping.is_set():
             try:
-                handled = self.step()
+                handled = self._pump(block=not until_idle) if pipelined else self.step()
+                if until_idle and handled == 0:
+                    self._settle()
             except Exception as exc:
                 if not transient(exc):
                     raise
@@ -534,6 +806,16 @@ class Worker:
                         f"duplicates, {c.late:,} late, {c.dead:,} dead-lettered"
                     )
                 last_report, last_count = time.monotonic(), self.counters.entries
+        try:
+            self._settle()  # what was read is processed and acknowledged before returning
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            log.warning(
+                f"stream worker {self.consumer}: {type(exc).__name__} while finishing; "
+                "unacknowledged entries stay pending"
+            )
+            self._after_failure()
         return self.counters
 
     def stop(self, *_: object) -> None:
@@ -585,6 +867,34 @@ def _decoded(fields: list | dict) -> dict[str, str] | str:
                     except UnicodeDecodeError:
                         return f"field {name!r}: its {what} is not UTF-8 text"
         return "a field is not UTF-8 text"
+
+
+def _columns(entries: list) -> tuple[list[str], list[list[str]]] | None:
+    """The entries' fields column-wise (names, then each name's values), when every entry has
+    the same distinct field names in the same order, all ASCII without NUL (the usual batch):
+    decoded in one piece. None otherwise (the entries are then decoded one by one)."""
+    flats = [fields for _, fields in entries]
+    if not flats or type(flats[0]) is not list or not flats[0]:
+        return None
+    width = len(flats[0])
+    try:
+        if width % 2 or not all(map(width.__eq__, map(len, flats))):
+            return None
+        flat = list(chain.from_iterable(flats))
+        joined = b"\x00".join(flat)
+    except TypeError:  # an entry deleted (None), or values a client decoded already (str)
+        return None
+    if not joined.isascii() or joined.count(b"\x00") != len(flat) - 1:
+        return None
+    text = joined.decode("ascii").split("\x00")
+    n = len(flats)
+    names = text[0:width:2]
+    if len(set(names)) != len(names):
+        return None
+    for j, name in enumerate(names):
+        if text[2 * j :: width].count(name) != n:
+            return None
+    return names, [text[2 * j + 1 :: width] for j in range(len(names))]
 
 
 def _flat(fields: dict) -> list:
