@@ -72,64 +72,98 @@ def values_json(values: tuple | list, careful: bool = False) -> bytes:
     return out
 
 
-def rows(item: Item, refs: list[str]) -> tuple[int, list[bytes]]:
-    """The COPY text of one logged read (`refs`: one reference per output, response order):
-    the number of rows and their lines (a line is a row: the format escapes newlines)."""
+class Shape:
+    """What every read of one shape shares (the same features asked the same way): output
+    names, entity key columns, and the COPY text of the `features` and `refs` arrays."""
+
+    __slots__ = ("names", "keys", "shared")
+
+    def __init__(self, columns: Mapping[str, list], statuses: Mapping[str, list], refs: Mapping):
+        self.names = list(statuses)
+        self.keys = [k for k in columns if k not in statuses]
+        shown = [refs.get(name, name) for name in self.names]
+        self.shared = array(self.names) + b"\t" + array(shown) + b"\t"
+
+
+def rows(item: Item, shape: Shape) -> list[bytes]:
+    """The COPY text of one logged read: a line per entity row (the format escapes newlines,
+    so a line is a row)."""
     request_id, served_at, source, service, _, _, columns, statuses, request_data = item
-    names = list(statuses)
-    feature_columns = [columns[name] for name in names]
-    status_columns = [statuses[name] for name in names]
-    keys = [k for k in columns if k not in statuses]
-    key_columns = [columns[k] for k in keys]
-    n = len(status_columns[0]) if status_columns else 0
+    names, keys = shape.names, shape.keys
+    n = len(statuses[names[0]]) if names else 0
     if not n:
-        return 0, []
-    head = text(request_id) + b"\t"
-    middle = b"\t".join(
-        [
-            b"",
-            _timestamp(served_at),
-            text(source),
-            NULL if service is None else text(service),
-            b"",
-        ]
-    )
-    shared = array(names) + b"\t" + array(refs) + b"\t"
-    careful = any(_INF in c or -_INF in c for c in feature_columns)
-    plain = all(set(c) <= _STATUSES for c in status_columns)
+        return []
+    head = request_id.translate(_COPY_ESCAPES).encode() + b"\t"
+    middle = _middle(served_at, source, service)
     data = _per_row(request_data, n)
-    lines = []
+    if n == 1:  # the common read: no per-column transposition
+        entity = {k: columns[k][0] for k in keys}
+        values = [columns[name][0] for name in names]
+        states = [statuses[name][0] for name in names]
+        return [_line(head, 0, middle, entity, data[0], shape, values, states)]
+    key_columns = [columns[k] for k in keys]
     key_rows = zip(*key_columns, strict=True) if key_columns else [()] * n
-    for i, (key_values, values, states) in enumerate(
-        zip(
-            key_rows,
-            zip(*feature_columns, strict=True),
-            zip(*status_columns, strict=True),
-            strict=True,
-        )
-    ):
-        entity = json_field(_dumps(dict(zip(keys, key_values, strict=True))))
-        extra = NULL if data[i] is None else json_field(_dumps(data[i]))
-        marks = ("{" + ",".join(states) + "}").encode() if plain else array(list(states))
-        lines.append(
-            b"".join(
-                [
-                    head,
-                    str(i).encode(),
-                    middle,
-                    entity,
-                    b"\t",
-                    extra,
-                    b"\t",
-                    shared,
-                    json_field(values_json(values, careful)),
-                    b"\t",
-                    marks,
-                    b"\n",
-                ]
+    return [
+        _line(head, i, middle, dict(zip(keys, key_values, strict=True)), data[i], shape, v, s)
+        for i, (key_values, v, s) in enumerate(
+            zip(
+                key_rows,
+                zip(*[columns[name] for name in names], strict=True),
+                zip(*[statuses[name] for name in names], strict=True),
+                strict=True,
             )
         )
-    return n, lines
+    ]
+
+
+_last: tuple = (None, b"")
+"""The last (served_at, source, service) and its COPY text: the reads of one coalesced batch,
+or of a pinned clock, share them."""
+
+
+def _middle(served_at: datetime, source: str, service: str | None) -> bytes:
+    global _last
+    key = (served_at, source, service)
+    last = _last  # one read of one tuple: safe with several writer threads
+    if last[0] == key:
+        return last[1]
+    found = b"".join(
+        [
+            b"\t",
+            _timestamp(served_at),
+            b"\t",
+            text(source),
+            b"\t",
+            NULL if service is None else text(service),
+            b"\t",
+        ]
+    )
+    _last = (key, found)
+    return found
+
+
+def _line(head, i, middle, entity, data, shape, values, states) -> bytes:
+    careful = _INF in values or -_INF in values
+    if _STATUSES.issuperset(states):
+        marks = ("{" + ",".join(states) + "}").encode()
+    else:
+        marks = array(list(states))
+    return b"".join(
+        [
+            head,
+            str(i).encode(),
+            middle,
+            json_field(_dumps(entity)),
+            b"\t",
+            NULL if data is None else json_field(_dumps(data)),
+            b"\t",
+            shape.shared,
+            json_field(values_json(values, careful)),
+            b"\t",
+            marks,
+            b"\n",
+        ]
+    )
 
 
 def _per_row(request_data: object, n: int) -> list:

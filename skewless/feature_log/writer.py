@@ -1,15 +1,21 @@
 """`FeatureLogger`: served vectors to `monitoring.feature_log`, off the request path.
 
 A read hands its response over (`log`: a tuple appended to a bounded queue, O(1), never blocks,
-never raises); a daemon thread wakes every `interval` seconds (or as soon as a batch is waiting),
-encodes the waiting reads and writes them with COPY, one transaction per batch. The caller never
-waits for PostgreSQL, and PostgreSQL being slow or down costs rows, never a request:
+never raises); a daemon thread wakes every `interval` seconds (or as soon as a batch, or a
+quarter of the queue, is waiting), encodes the waiting reads and writes them with COPY, one
+transaction per batch. The caller never waits for PostgreSQL, and PostgreSQL being slow or down
+costs rows, never a request:
 - a full queue drops the new read's rows (counted: `dropped_queue_full`);
 - a failed write is retried with backoff (each failure counted: `write_errors`); a batch that
   still fails after `retries` attempts is dropped (counted: `dropped_write_failed`);
 - a batch PostgreSQL refuses for its data (not for its connection) is split until the bad rows
   are isolated: only those are dropped.
 A day's partition is created when a row of that day first arrives (skewless.feature_log.table).
+
+The encoding runs in Python, so it holds the GIL: a thread that needs it meanwhile (the server's
+event loop, woken by a request) would wait up to Python's switch interval (5 ms) for it. The
+writer offers the GIL back every `YIELD_ROWS` rows, so a read waits for a few rows' encoding at
+most, never for a whole batch's.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from skewless.feature_log.table import partitions as existing_partitions
 
 log = logging.getLogger("skewless.feature_log")
 
+YIELD_ROWS = 32
+"""Rows encoded between two offers of the GIL to other threads (about 100-200 us of work)."""
 COPY = f"copy {TABLE} ({', '.join(COLUMNS)}) from stdin"
 
 
@@ -82,6 +90,7 @@ class FeatureLogger:
         self.backoff = backoff
         self.connect_timeout = connect_timeout
         self.on_stats = on_stats
+        self._wake_rows = min(batch_rows, max(1, queue_rows // 4))
         self._items: deque = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -93,7 +102,7 @@ class FeatureLogger:
         self._sampled_out = self._write_errors = 0
         self._conn: psycopg.Connection | None = None
         self._days: set = set()  # days known to have a partition
-        self._refs: dict[tuple, dict[str, str]] = {}
+        self._shapes: dict[tuple, encode.Shape] = {}
         self._refs_of = None
         self._thread = threading.Thread(target=self._run, name="skewless-feature-log", daemon=True)
         self._thread.start()
@@ -147,8 +156,8 @@ class FeatureLogger:
                     request_data,
                 )
             )
-        if before < self.batch_rows <= before + n:
-            self._wake.set()  # a full batch is waiting: write it now
+        if before < self._wake_rows <= before + n:
+            self._wake.set()  # a batch (or a quarter of the queue) is waiting: write it now
         return True
 
     def stats(self) -> FeatureLogStats:
@@ -222,10 +231,13 @@ class FeatureLogger:
         """Reads waiting, up to `batch_rows` rows (at least one read)."""
         batch, rows = [], 0
         with self._lock:
-            while self._items and (not batch or rows + _rows(self._items[0]) <= self.batch_rows):
-                item = self._items.popleft()
-                batch.append(item)
-                rows += _rows(item)
+            items, limit = self._items, self.batch_rows
+            while items:
+                n = _rows(items[0])
+                if batch and rows + n > limit:
+                    break
+                batch.append(items.popleft())
+                rows += n
             self._queued -= rows
             self._in_flight = rows
         return batch
@@ -233,15 +245,20 @@ class FeatureLogger:
     def _write(self, batch: list) -> None:
         lines: list[bytes] = []
         days = set()
+        since_yield = 0
         for item in batch:
             try:
-                _, chunk = encode.rows(item, self._references(item))
+                chunk = encode.rows(item, self._shape(item))
             except Exception as exc:
                 log.warning("feature log: request %r not logged: %s", item[0], exc)
                 self._count(failed=_rows(item))
                 continue
             lines.extend(chunk)
             days.add(day_of(item[1]))
+            since_yield += len(chunk)
+            if since_yield >= YIELD_ROWS:
+                time.sleep(0)  # hand the GIL to a waiting server thread (module docstring)
+                since_yield = 0
         if lines:
             self._copy(lines, days)
 
@@ -307,23 +324,31 @@ class FeatureLogger:
             self._conn.close()
             self._conn = None
 
-    def _references(self, item: tuple) -> list[str]:
-        """Output column -> pinned reference, resolved once per registry and feature list."""
-        registry, features, service, statuses = item[5], item[4], item[3], item[7]
+    def _shape(self, item: tuple) -> encode.Shape:
+        """A read's output names, entity keys and pinned references, resolved once per
+        registry and request shape."""
+        registry, features, service, columns, statuses = item[5], item[4], item[3], item[6], item[7]
         if registry is not self._refs_of:
-            self._refs, self._refs_of = {}, registry
-        key = (tuple(features) if features is not None else None, service)
-        found = self._refs.get(key)
+            self._shapes, self._refs_of = {}, registry
+        # the registry, the features and the service decide the columns; their counts are a
+        # cheap guard against a caller whose columns differ for the same request
+        key = (
+            tuple(features) if features is not None else None,
+            service,
+            len(columns),
+            len(statuses),
+        )
+        found = self._shapes.get(key)
         if found is None:
             try:
-                found = encode.references(registry, features, service)
+                refs = encode.references(registry, features, service)
             except Exception:  # the read succeeded, so this is unexpected: keep the names
-                log.exception("feature log: references of %r not resolved", key)
-                found = {}
-            if len(self._refs) >= 1024:
-                self._refs.clear()
-            self._refs[key] = found
-        return [found.get(name, name) for name in statuses]
+                log.exception("feature log: references of %r not resolved", key[:2])
+                refs = {}
+            if len(self._shapes) >= 1024:
+                self._shapes.clear()
+            found = self._shapes[key] = encode.Shape(columns, statuses, refs)
+        return found
 
     def _count(self, *, logged: int = 0, failed: int = 0, errors: int = 0) -> None:
         with self._lock:
