@@ -8,6 +8,7 @@ from assets.online import online_assets
 from assets.partner import airport_schedule_load
 from assets.raw import raw_assets
 from assets.registry import registry
+from assets.serving_skew import serving_skew
 from assets.streams import stream_assets
 from checks.freshness import freshness_checks
 from checks.future_values import future_values_check
@@ -19,6 +20,7 @@ from jobs import (
     build_features_job,
     daily_refresh_job,
     monitor_features_job,
+    monitor_serving_skew_job,
     raw_days_job,
     rebuild_streams_job,
 )
@@ -32,6 +34,7 @@ from sensors.monitoring_automation_sensor import monitoring_automation_sensor
 from sensors.registry_automation_sensor import registry_automation_sensor
 from sensors.run_failure_sensor import run_failure_sensor
 from sensors.serving_automation_sensor import serving_automation_sensor
+from sensors.serving_skew_schedule import serving_skew_schedule
 from skewless.config import settings
 
 defs = Definitions(
@@ -47,6 +50,7 @@ defs = Definitions(
         *online_assets,
         *stream_assets,
         feature_drift,
+        serving_skew,
     ],
     asset_checks=[
         *(online_coverage_check(view) for view in REGISTRY.table_views.values()),
@@ -61,9 +65,10 @@ defs = Definitions(
         build_features_job,
         daily_refresh_job,
         monitor_features_job,
+        monitor_serving_skew_job,
         rebuild_streams_job,
     ],
-    schedules=[daily_refresh_schedule],
+    schedules=[daily_refresh_schedule, serving_skew_schedule],
     sensors=[
         registry_automation_sensor,
         serving_automation_sensor,

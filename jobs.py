@@ -12,11 +12,12 @@ from dagster import AssetKey, AssetSelection, define_asset_job
 from assets.constants import RAW
 from assets.monitoring import FEATURE_DRIFT_KEY
 from assets.raw import raw_flights, raw_weather
+from assets.serving_skew import SERVING_SKEW_KEY
 from assets.streams import ONLINE_STATE_KEYS, REDIS_STREAM_KEYS, STREAMS
 from checks.freshness import freshness_selection
 
 daily_raw = AssetSelection.assets(raw_flights, raw_weather)
-monitoring = AssetSelection.assets(FEATURE_DRIFT_KEY)
+monitoring = AssetSelection.assets(FEATURE_DRIFT_KEY, SERVING_SKEW_KEY)
 # Left out of build runs: freshness checks run from their sensors (a pipeline that stopped is
 # exactly what a build never reports), drift after builds by automation (the early days of a
 # replay drift legitimately, as the 30-day windows fill, which says nothing about the build).
@@ -58,6 +59,12 @@ monitor_features_job = define_asset_job(
     "monitor_features",
     selection=monitoring,
     description="Feature drift: the latest window of every view against the training window.",
+)
+
+monitor_serving_skew_job = define_asset_job(
+    "monitor_serving_skew",
+    selection=AssetSelection.assets(SERVING_SKEW_KEY),
+    description="Serving skew: logged served vectors recomputed with the training API, compared.",
 )
 
 

@@ -1,0 +1,1 @@
+"""Monitoring what was served: the serving-skew monitor (served = trained, checked on logged vectors)."""
