@@ -616,3 +616,46 @@ def test_the_python_client_logs_only_when_turned_on(svc, seeded, log_url, monkey
     assert rows[0]["refs"] == ["typed_v1:f", "route_v2:x"] and rows[0]["values"] == [0.1, 3.25]
     assert rows[0]["served_at"] == clock
     store.feature_log.close()
+
+
+_AT_EXIT = """
+import multiprocessing, sys
+from datetime import datetime, timezone
+
+def child(url):
+    from skewless.feature_log import FeatureLogger
+    logger = FeatureLogger(url, interval=60)  # would wait a minute before writing
+    columns, statuses = {"carrier": ["UA"], "typed_v1:i": [1]}, {"typed_v1:i": ["present"]}
+    logger.log("at-exit", datetime(2031, 3, 4, 10, tzinfo=timezone.utc), "http", None,
+               ["typed_v1:i"], None, columns, statuses)
+
+process = multiprocessing.get_context("fork").Process(target=child, args=(sys.argv[1],))
+process.start()
+process.join(60)
+sys.exit(process.exitcode)
+"""
+
+
+def test_a_worker_process_writes_what_it_queued_when_it_ends(log_url):
+    """`skewless serve --workers N` runs workers under multiprocessing, which ends them with
+    os._exit (no atexit): the writer's finalizer still writes what was queued."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _AT_EXIT, log_url], capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(_rows(log_url, "at-exit", DAY)) == 1
+
+
+def test_an_error_answer_carries_the_request_id_too(svc, seeded):
+    app = ServingApp(REGISTRY, redis_client(svc.redis_url), seeded)
+    status, headers, _ = asyncio.run(
+        _post(
+            app,
+            {"entities": [{"carrier": "UA"}], "features": ["nope:x"]},
+            [(b"x-request-id", b"trace-42")],
+        )
+    )
+    assert status == 404 and headers[b"x-request-id"] == b"trace-42"

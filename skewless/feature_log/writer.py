@@ -29,6 +29,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from multiprocessing.util import Finalize
 from typing import NamedTuple
 
 import psycopg
@@ -106,7 +107,11 @@ class FeatureLogger:
         self._refs_of = None
         self._thread = threading.Thread(target=self._run, name="skewless-feature-log", daemon=True)
         self._thread.start()
+        # at exit, write what is queued: atexit in a plain process; a worker process that
+        # multiprocessing started (`skewless serve --workers N`) ends with os._exit, which runs
+        # only multiprocessing's own finalizers
         atexit.register(_close_at_exit, weakref.ref(self))
+        Finalize(None, _close_at_exit, args=(weakref.ref(self),), exitpriority=10)
 
     # -- the caller's side: O(1), never blocks on PostgreSQL, never raises ---------------------
 
