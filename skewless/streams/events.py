@@ -114,9 +114,13 @@ def append(
     while PostgreSQL finishes the insert (work to overlap with it, such as preparing the online
     writes; nothing that must wait for the commit). The stored copies returned are those same
     objects unless an id was already stored (compare by identity)."""
-    first: dict[object, dict[str, object]] = {}
-    for e in events:
-        first.setdefault(e[stream.event_id], e)
+    ids = list(map(itemgetter(stream.event_id), events))
+    if len(set(ids)) == len(ids):  # no id twice in the batch (the usual case)
+        first: dict[object, dict[str, object]] = dict(zip(ids, events, strict=True))
+    else:
+        first = {}
+        for eid, e in zip(ids, events, strict=True):
+            first.setdefault(eid, e)
     if not first:
         return 0, []
     columns = [c for c in stream.columns if c != CREATED]
@@ -125,30 +129,30 @@ def append(
     types = _copy_types(stream, columns)
     values = itemgetter(*columns)
     rows = [values(e) for e in first.values()]
+    try:
+        # all new (the usual case): straight into the table; a stored id aborts the COPY (unique
+        # violation) and its transaction, which holds nothing else, is rolled back
+        cur = conn.cursor()
+        with (
+            conn.transaction(),
+            cur.copy(
+                sql.SQL("copy {} ({}, {}) from stdin (format binary)").format(
+                    table, names, sql.Identifier(CREATED)
+                ),
+                writer=QueuedLibpqWriter(cur) if len(rows) >= QUEUED_ROWS else None,
+            ) as copy,
+        ):
+            copy.set_types([*types, "timestamptz"])
+            write = copy.write_row
+            for row in rows:
+                write((*row, created_at))
+            if meanwhile is not None:
+                meanwhile(list(first.values()))
+    except psycopg.errors.UniqueViolation:
+        pass
+    else:
+        return len(rows), list(first.values())
     with conn.transaction():
-        try:
-            # all new (the usual case): straight into the table; a stored id aborts the COPY
-            # (unique violation) and only this savepoint is rolled back
-            cur = conn.cursor()
-            with (
-                conn.transaction(),
-                cur.copy(
-                    sql.SQL("copy {} ({}, {}) from stdin (format binary)").format(
-                        table, names, sql.Identifier(CREATED)
-                    ),
-                    writer=QueuedLibpqWriter(cur) if len(rows) >= QUEUED_ROWS else None,
-                ) as copy,
-            ):
-                copy.set_types([*types, "timestamptz"])
-                write = copy.write_row
-                for row in rows:
-                    write((*row, created_at))
-                if meanwhile is not None:
-                    meanwhile(list(first.values()))
-        except psycopg.errors.UniqueViolation:
-            pass
-        else:
-            return len(rows), list(first.values())
         return _append_again(conn, stream, first, columns, names, types, rows, created_at)
 
 

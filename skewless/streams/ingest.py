@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 
 import psycopg
 import redis
@@ -113,12 +114,15 @@ def store(
 
     # late among the events this call stored (the stored copy of an id seen before is another
     # object): a redelivered batch is not counted late twice
-    sent = {id(e) for e in events}
     late_before = now - stream.lateness
-    late = sum(
-        1
-        for e in canonical
-        if id(e) in sent and e[stream.event_time] < late_before  # type: ignore[operator]
-    )
+    if stored == len(canonical):  # all stored by this call (the usual case)
+        late = sum(map(late_before.__gt__, map(itemgetter(stream.event_time), canonical)))
+    else:
+        sent = {id(e) for e in events}
+        late = sum(
+            1
+            for e in canonical
+            if id(e) in sent and e[stream.event_time] < late_before  # type: ignore[operator]
+        )
     touched = ready.touched if canonical else 0
     return IngestResult(len(events), stored, late, touched), publish

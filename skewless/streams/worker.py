@@ -604,10 +604,14 @@ class Worker:
         events = text_columns(stream, *columns, now) if columns is not None else None
         if events is not None:  # every entry good (the usual case), checked column-wise
             ids = [entry_id for entry_id, _ in b.entries]
-            good = [(i, f, e) for (i, f), e in zip(b.entries, events, strict=True)]
+            entries = b.entries
         else:
             self._check(stream, b.entries, now, ids, good, bad)
-        results = self._ingest(registry, stream, good, now, bad, client) if good else []
+            entries = [(entry_id, fields) for entry_id, fields, _ in good]
+            events = [event for _, _, event in good]
+        results = (
+            self._ingest(registry, stream, entries, events, now, bad, client) if events else []
+        )
         for _, publish in results:
             publish()
         done = _Done(
@@ -714,37 +718,28 @@ class Worker:
         self,
         registry: Registry,
         stream: Stream,
-        good: list[tuple[object, list | dict, dict[str, object]]],
+        entries: Sequence[tuple[object, list | dict]],
+        events: list[dict[str, object]],
         now: datetime,
         bad: list[tuple[object, dict, str]],
         client: object,
     ) -> list[tuple[IngestResult, Callable[[], int]]]:
-        """Both stores (the online writes to make, through `client`); an event PostgreSQL
-        refuses (a data error, which validation should have caught) is isolated by halving the
-        batch and dead-lettered, the others written. Server and connection errors propagate:
-        the batch stays pending and is retried."""
+        """Both stores (the online writes to make, through `client`) for the good entries and
+        their events; an event PostgreSQL refuses (a data error, which validation should have
+        caught) is isolated by halving the batch and dead-lettered, the others written. Server
+        and connection errors propagate: the batch stays pending and is retried."""
         try:
-            return [
-                store(
-                    self.conn,
-                    client,
-                    self.namespace,
-                    registry,
-                    stream,
-                    [e for _, _, e in good],
-                    now,
-                )
-            ]
+            return [store(self.conn, client, self.namespace, registry, stream, events, now)]
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-            if len(good) == 1:
-                entry_id, fields, _ = good[0]
+            if len(events) == 1:
+                entry_id, fields = entries[0]
                 first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
                 bad.append((entry_id, _fields(fields), f"PostgreSQL refused the event: {first}"))
                 return []
-            half = len(good) // 2
-            return self._ingest(registry, stream, good[:half], now, bad, client) + self._ingest(
-                registry, stream, good[half:], now, bad, client
-            )
+            half = len(events) // 2
+            return self._ingest(
+                registry, stream, entries[:half], events[:half], now, bad, client
+            ) + self._ingest(registry, stream, entries[half:], events[half:], now, bad, client)
 
     def _after_failure(self) -> None:
         """Start over after a server error: new connections, the consumer groups checked again
