@@ -5,6 +5,7 @@ version alone when nothing changed."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +19,7 @@ from skewless.online.client import FastRedis
 from skewless.online.keys import entity_key
 from skewless.registry import load_registry
 from skewless.streams.ingest import ingest
-from skewless.streams.state import READ_SCRIPT, WindowCache
+from skewless.streams.state import READ_SCRIPT, WindowCache, version_key
 from skewless.streams.validate import validated_events
 
 BASE = datetime(2013, 6, 1, 12, 0, tzinfo=UTC)
@@ -58,21 +59,35 @@ def _uncached(client, registry, namespace, origin, now):
         reader.WINDOWS = kept
 
 
+# a write of events `minutes` before the clock (beyond the longest window too), which advances
+# by 30 s
+writes = st.tuples(
+    st.just("write"),
+    st.lists(st.integers(0, 150), min_size=1, max_size=3),
+    st.one_of(st.none(), st.integers(-10, 90)),
+)
+# a read at the clock + minutes (earlier instants too; mostly at the clock, as a live reader
+# reads, so that copies are refreshed)
+reads = st.tuples(
+    st.just("read"), st.one_of(st.just(0), st.integers(0, 3), st.integers(-30, 130)), st.none()
+)
 steps = st.lists(
     st.one_of(
-        st.tuples(
-            st.just("write"), st.integers(0, 300), st.one_of(st.none(), st.integers(-10, 90))
-        ),
-        st.tuples(st.just("read"), st.integers(-30, 400), st.none()),
-        st.tuples(st.just("lose"), st.none(), st.none()),
+        writes,
+        reads,
+        writes,
+        reads,
+        st.tuples(st.sampled_from(["lose", "forget"]), st.none(), st.none()),
     ),
     min_size=1,
-    max_size=25,
+    max_size=30,
 )
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("SKEWLESS_CACHE_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(steps=steps)
 def test_a_cached_read_equals_an_uncached_one(svc, steps):
@@ -86,8 +101,8 @@ def test_a_cached_read_equals_an_uncached_one(svc, steps):
         for i, (kind, minute, delay) in enumerate(steps):
             if kind == "write":
                 clock += timedelta(seconds=30)
-                minute = min(minute, int((clock - BASE).total_seconds() // 60))
-                rows = [_event(i, minute, delay, origin)]
+                now = int((clock - BASE).total_seconds() // 60)
+                rows = [_event(100 * i + j, now - m, delay, origin) for j, m in enumerate(minute)]
                 ingest(
                     conn,
                     client,
@@ -100,6 +115,9 @@ def test_a_cached_read_equals_an_uncached_one(svc, steps):
             elif kind == "lose":
                 key = entity_key(namespace, "origin_live_departures_v1", [origin])
                 client.delete(key)
+            elif kind == "forget":  # the change log lost, the events kept
+                key = entity_key(namespace, "origin_live_departures_v1", [origin])
+                client.delete(version_key(key))
             else:
                 at = clock + timedelta(minutes=minute)
                 assert _read(client, registry, namespace, origin, at) == _uncached(
@@ -112,8 +130,6 @@ def test_a_cached_read_equals_an_uncached_one(svc, steps):
 
 
 def svc_namespace() -> str:
-    import os
-
     return os.environ["SKEWLESS_NAMESPACE"]
 
 
@@ -135,7 +151,7 @@ def test_redis_answers_with_the_version_alone_when_nothing_changed(svc):
         assert len(plain) == 2 and len(plain[1]) == 5  # no copy: the version, then the events
         compiled = reader._plan(registry, FEATURES, None).compiled[0]
         assert cache.values(key, plain, compiled, low + 1, low) is not None
-        version = cache.entries[key][0]
+        version = cache.entries[key].version
 
         def check():
             (command,) = cache.commands(key, low)  # a copy: the script that confirms it
@@ -148,5 +164,77 @@ def test_redis_answers_with_the_version_alone_when_nothing_changed(svc):
         more = [_event(9, 100, 5, origin)]
         ingest(conn, client, namespace, registry, stream, validated_events(stream, more, now), now)
         changed = check()
-        assert len(changed) == 2 and changed[0] != version and len(changed[1]) == 6
+        # only what changed since the copy: the new event (the others are below it), with the
+        # count of the state's events, the lowest score added, no prune, and the copy's version
+        assert len(changed) == 6 and changed[0] != version and len(changed[1]) == 1
+        assert changed[2] == 6 and int(changed[3]) == codec.micros(BASE + timedelta(minutes=100))
+        assert changed[4] == b"" and changed[5] == version
+        assert cache.values(key, [changed], compiled, low + 1, low) is not None
+        assert cache.entries[key].version == changed[0] and len(cache.entries[key].events) == 6
+    client.close()
+
+
+def test_a_copy_is_refreshed_only_while_the_change_log_reaches_back_and_the_state_holds(svc):
+    """More writes than the log keeps, a state lost and written again, a prune: the copy is
+    fetched again whole (or refused by its count), and every read equals an uncached one."""
+    registry = load_registry(ensure_manifest())
+    stream = registry.stream("flight_events")
+    namespace = f"{svc_namespace()}-{uuid.uuid4().hex[:6]}"
+    client = FastRedis.from_url(svc.redis_url)
+    origin = f"L{uuid.uuid4().hex[:5]}"
+    key = entity_key(namespace, "origin_live_departures_v1", [origin])
+    now = BASE + timedelta(hours=2)
+    compiled = reader._plan(registry, FEATURES, None).compiled[0]
+    client.script_load(READ_SCRIPT)
+
+    def write(i, minute, at):
+        rows = [_event(i, minute, i, origin)]
+        ingest(conn, client, namespace, registry, stream, validated_events(stream, rows, at), at)
+
+    def read(cache, at):
+        low = codec.micros(at) - compiled.aggregation.longest_us
+        replies = [client.execute_command(*c) for c in cache.commands(key, low)]
+        values = cache.values(key, replies, compiled, codec.micros(at), low)
+        if values is None:  # refused: the reader drops the copy and reads again
+            cache.entries.pop(key)
+            return [*replies, None]
+        assert values == WindowCache().values(
+            key,
+            [client.execute_command(*c) for c in WindowCache().commands(key, low)],
+            compiled,
+            codec.micros(at),
+            low,
+        )
+        return replies
+
+    with psycopg.connect(svc.postgres_url, autocommit=True) as conn:
+        cache = WindowCache()
+        write(0, 60, now)
+        read(cache, now)
+        for i in range(1, 6):  # within the log's reach: a refresh
+            write(i, 60 + i, now)
+        (reply,) = read(cache, now)
+        assert len(reply) == 6 and len(reply[1]) == 5
+        for i in range(6, 16):  # beyond it: the whole state again
+            write(i, 60 + i, now)
+        (reply,) = read(cache, now)
+        assert len(reply) == 2 and len(reply[1]) == 16
+        # the state lost, then written again: the merged copy would keep lost events; its count
+        # says so and the read fetches again
+        client.delete(key)
+        write(20, 100, now)
+        reply, refused = read(cache, now)
+        assert len(reply) == 6 and reply[2] == 1 and refused is None
+        _log, members = read(cache, now)  # without a copy: the log, then the events
+        assert len(members) == 1
+        # a write much later prunes every earlier event: the copy is refreshed at its bound
+        later = now + timedelta(minutes=200)
+        cache = WindowCache()
+        read(cache, now)
+        write(21, 320, later)
+        (reply,) = read(cache, later)
+        assert len(reply) == 6 and int(reply[4]) == codec.micros(later - timedelta(hours=2))
+        assert cache.entries[key].low == codec.micros(later - timedelta(hours=2))
+        # an earlier instant than the bound: fetched again, whole
+        assert cache.commands(key, codec.micros(now - timedelta(hours=2)))[0][0] == "GET"
     client.close()

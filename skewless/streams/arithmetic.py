@@ -28,7 +28,7 @@ by a correctly rounded integer division (as `float(Decimal)`, as PostgreSQL).
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
@@ -281,3 +281,191 @@ def numeric_parts(function: str, parts: Sequence[Sequence[int]]) -> object:
         numerator = n * squares * 10 ** (low2 - low3) - total * total * 10 ** (low + low - low3)
         return math.sqrt(_to_float(numerator, low3) / float(n * (n - 1)))
     raise ValueError(f"unknown numeric function {function!r}")
+
+
+class Index:
+    """One entity's window events, indexed for evaluating its features at any instant in a few
+    bisects: per (filter group, column), the times of the events that count, with prefix sums
+    (exact integers; a float's decimals at one common exponent), prefix hit counts for `share`,
+    and the values for `min`, `max` and `last`. Built once per reader's copy and extended when
+    the copy is refreshed (`replace_from`); `values` equals `Compiled.values` over the same
+    events at every instant."""
+
+    def __init__(self, compiled: Compiled, events: Sequence[Sequence]):
+        self.compiled = compiled
+        self.series: dict[tuple, _Series] = {}
+        self.features = []
+        for function, at, group, hit, window_us, integer, parts in compiled.plans:
+            keep = compiled._filter_list[group][1]
+            column = at  # None for count(*) and share: every event of the group
+            s = self.series.get((group, column))
+            if s is None:
+                s = self.series[(group, column)] = _Series(keep, column)
+            if function in _NUMERIC:
+                s.sums = True
+                s.parts = s.parts or parts or not integer
+                s.squares = s.squares or function == "stddev"
+            elif function in ("min", "max", "last"):
+                s.want_vals = True
+                s.want_ids = s.want_ids or function == "last"
+            hit_at = None
+            if function == "share" and hit is not None:
+                hit_at = len(s.hit_tests)
+                s.hit_tests.append(hit)
+            self.features.append((function, s, hit_at, window_us))
+        for s in self.series.values():
+            s.reset()
+            s.extend(events)
+
+    def replace_from(self, low: int, events: Sequence[Sequence]) -> None:
+        """Drop the events at or above time `low`, then add `events` (sorted by time, all at or
+        above `low`)."""
+        for s in self.series.values():
+            s.truncate(low)
+            s.extend(events)
+
+    def values(self, at_us: int) -> tuple:
+        out = []
+        for function, s, hit_at, window_us in self.features:
+            times = s.times
+            hi = bisect_right(times, at_us)
+            lo = bisect_right(times, at_us - window_us, 0, hi)
+            n = hi - lo
+            if function == "count":
+                out.append(n)
+            elif function == "share":
+                if n == 0:
+                    out.append(None)
+                else:
+                    hits = n if hit_at is None else s.hits[hit_at][hi] - s.hits[hit_at][lo]
+                    out.append(float(hits) / float(n))
+            elif function in ("min", "max"):
+                if n == 0:
+                    out.append(None)
+                else:
+                    best = (min if function == "min" else max)(s.vals[lo:hi])
+                    out.append(best + 0.0 if isinstance(best, float) else best)
+            elif function == "last":
+                if n == 0:
+                    out.append(None)
+                else:
+                    # among the latest events of the window (a tie on time), the greatest id
+                    first = bisect_left(times, times[hi - 1], lo, hi)
+                    if first == hi - 1:
+                        out.append(s.vals[hi - 1])
+                    else:
+                        ids = s.ids
+                        j = max(range(first, hi), key=lambda i: ids[i])
+                        out.append(s.vals[j])
+            else:
+                total = s.psum[hi] - s.psum[lo]
+                if function == "sum":
+                    out.append(_to_float(total, s.exponent) if s.parts else total)
+                elif function == "mean":
+                    if n == 0:
+                        out.append(None)
+                    elif s.parts:
+                        out.append(_to_float(total, s.exponent) / float(n))
+                    else:
+                        out.append(float(total) / float(n))
+                elif n < 2:
+                    out.append(None)
+                else:
+                    numerator = n * (s.psq[hi] - s.psq[lo]) - total * total
+                    if s.parts:
+                        out.append(
+                            math.sqrt(_to_float(numerator, 2 * s.exponent) / float(n * (n - 1)))
+                        )
+                    else:
+                        out.append(math.sqrt(float(numerator) / float(n * (n - 1))))
+        return tuple(out)
+
+
+class _Series:
+    """The events of one filter group with a non-NULL value at `column` (all of the group's
+    events for None), in time order, with what the features over them need."""
+
+    def __init__(self, keep: Callable[[Sequence], bool] | None, column: int | None):
+        self.keep = keep
+        self.column = column
+        self.sums = self.parts = self.squares = self.want_vals = self.want_ids = False
+        self.hit_tests: list[Callable[[Sequence], bool]] = []
+
+    def reset(self) -> None:
+        self.times: list[int] = []
+        self.vals: list = []
+        self.ids: list = []
+        self.psum: list[int] = [0]
+        self.psq: list[int] = [0]
+        self.exponent = 0
+        self.hits: list[list[int]] = [[0] for _ in self.hit_tests]
+
+    def truncate(self, low: int) -> None:
+        cut = bisect_left(self.times, low)
+        if cut == len(self.times):
+            return
+        del self.times[cut:]
+        del self.vals[cut:]
+        del self.ids[cut:]
+        del self.psum[cut + 1 :]
+        del self.psq[cut + 1 :]
+        for h in self.hits:
+            del h[cut + 1 :]
+
+    def extend(self, events: Sequence[Sequence]) -> None:
+        keep, column = self.keep, self.column
+        if keep is None and column is None:
+            chosen = events
+        else:
+            chosen = [
+                e
+                for e in events
+                if (keep is None or keep(e)) and (column is None or e[column] is not None)
+            ]
+        if not chosen:
+            return
+        self.times.extend([e[0] for e in chosen])
+        if self.want_vals:
+            self.vals.extend([e[column] for e in chosen])
+        if self.want_ids:
+            self.ids.extend([e[1] for e in chosen])
+        for test, h in zip(self.hit_tests, self.hits, strict=True):
+            run = h[-1]
+            for e in chosen:
+                if test(e):
+                    run += 1
+                h.append(run)
+        if self.sums:
+            self._extend_sums([e[column] for e in chosen])
+
+    def _extend_sums(self, values: list) -> None:
+        psum, psq = self.psum, self.psq
+        squares = self.squares
+        run, run2 = psum[-1], psq[-1]
+        if not self.parts:
+            for v in values:
+                run += v
+                psum.append(run)
+                if squares:
+                    run2 += v * v
+                psq.append(run2)
+            return
+        pairs = [v if isinstance(v, (list, tuple)) else exact_parts(v) for v in values]
+        low = min(e for _, e in pairs)
+        if len(psum) == 1:
+            self.exponent = low
+        elif low < self.exponent:
+            # a decimal finer than every earlier one: the prefix sums move to its exponent
+            scale = 10 ** (self.exponent - low)
+            psum[:] = [p * scale for p in psum]
+            psq[:] = [q * scale * scale for q in psq]
+            self.exponent = low
+            run, run2 = psum[-1], psq[-1]
+        e0 = self.exponent
+        for m, e in pairs:
+            x = m * 10 ** (e - e0) if e != e0 else m
+            run += x
+            psum.append(run)
+            if squares:
+                run2 += x * x
+            psq.append(run2)

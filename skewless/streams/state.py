@@ -12,15 +12,22 @@ key expires once its newest event has left every window. Writes are idempotent (
 element) and commutative (any order, several workers), so at-least-once delivery gives
 exactly-once state.
 
-A read fetches `(now - longest, now]` of each entity in the same round trip as every other view
-and evaluates the features with `skewless.streams.arithmetic`, the offline SQL's arithmetic.
+Beside each state key, a short change log (`version_key`, written by the same script) names the
+state's version and, per recent write, the lowest score it added and the bound it pruned at: a
+reader holding a copy of the entity's events fetches only the events from the lowest score
+changed since its copy (`WindowCache`), not the whole window.
+
+A read fetches `(now - longest, +inf)` of each entity (or only what changed since its copy) in
+the same round trip as every other view and evaluates the features with
+`skewless.streams.arithmetic`, the offline SQL's arithmetic.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +45,7 @@ from skewless.online import codec
 from skewless.online.keys import entity_key
 from skewless.online.writer import wall_shift_ms
 from skewless.registry import FeatureView
-from skewless.streams.arithmetic import Compiled
+from skewless.streams.arithmetic import Compiled, Index
 from skewless.streams.model import Aggregation, Stream
 
 SCRIPT = resources.files("skewless.streams").joinpath("window_state.lua").read_text()
@@ -81,7 +88,8 @@ def decode(members: Sequence[bytes]) -> list:
 
 
 def version_key(state_key: str) -> str:
-    """Where an entity's state version lives (same hash slot: the name keeps the hash tag)."""
+    """Where an entity's change log lives, whose newest entry names the state's version (same
+    hash slot: the name keeps the hash tag)."""
     return state_key + ":version"
 
 
@@ -190,7 +198,7 @@ class StateWriter:
         times = [_micros(e[et]) for e in events]  # type: ignore[arg-type]
         encoded: dict[tuple[str, ...], list] = {}
         calls: list[tuple] = []
-        token = uuid.uuid4().hex
+        token = uuid.uuid4().hex[:16]
         touched = 0
         for view in self.views:
             assert view.aggregation is not None
@@ -211,6 +219,7 @@ class StateWriter:
                 group[0].append(name)
                 group[0].append(version_key(name))
                 group[1].append(len(flat) // 2)
+                group[1].append(min(flat[0::2]))
                 group[1].extend(flat)
             calls.extend(groups.values())
         return Prepared(calls, now_us, touched)
@@ -251,71 +260,126 @@ READ_SCRIPT = resources.files("skewless.streams").joinpath("window_read.lua").re
 READ_SHA = hashlib.sha1(READ_SCRIPT.encode()).hexdigest()
 
 
+class _Copy:
+    """A reader's copy of one entity's events above `low` (microseconds), as of `version`."""
+
+    __slots__ = ("version", "low", "events", "times", "index")
+
+    def __init__(self, version: bytes, low: int, events: list, times: list[int]):
+        self.version = version
+        self.low = low
+        self.events = events
+        self.times = times
+        self.index: Index | None = None
+
+
+def _log_version(log: bytes | None) -> bytes:
+    """The version in a change log (window_state.lua): its newest entry's token."""
+    return log[-LOG_ENTRY : -LOG_ENTRY + 16] if log and len(log) >= LOG_ENTRY else b""
+
+
+LOG_ENTRY = 50
+"""Bytes per change log entry (window_state.lua)."""
+
+
 class WindowCache:
-    """A reader's copies of entities' window events, and the values last computed from them.
+    """A reader's copies of entities' window events, indexed for evaluating at any instant.
 
     A read sends the cached copy's version with the read script (`window_read.lua`, in the same
     round trip as the rest of the read): when the entity's events have not changed, Redis answers
-    with the version alone, and the values are computed from the copy (or reused, while `now`
-    stays before the next instant an event enters or leaves a window). Exact either way: the copy
-    holds every stored event above the window's lower edge at the time it was fetched, and a read
-    at an earlier `now` than the copy's fetches again."""
+    with the version alone; when they changed and the entity's change log reaches back to the
+    copy's version, with the events scored from the lowest one added since (usually the newest
+    few), which replace the copy's from there on. Exact either way: the merged copy holds every
+    stored event above the window's lower edge, its count is checked against Redis's, a copy is
+    never used below a bound Redis pruned at since, and a read at an earlier `now` than the copy's
+    fetches again. Values come from the copy's prefix sums (`arithmetic.Index`): a few bisects per
+    feature, whatever the number of events."""
 
     LIMIT = 50_000
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple] = {}
+        self.entries: dict[str, _Copy] = {}
+        self.lock = threading.Lock()
 
     def commands(self, key: str, low_us: int) -> list[tuple]:
-        """The read of one entity: with a usable copy, the script that confirms it (or sends the
-        events); without one, the version then the events, as plain commands (a script would
-        copy every event through Lua, which costs more than the read itself). The version is read
-        first, so a write landing between the two makes the copy's version older than its
-        events: the next read fetches again, never the reverse."""
+        """The read of one entity: with a usable copy, the script that confirms or refreshes it;
+        without one, the change log then the events, as plain commands (a script would copy
+        every event through Lua, which costs more than the read itself). The log is read first,
+        so a write landing between the two makes the copy's version older than its events: the
+        next read fetches that write's events again, never the reverse."""
         entry = self.entries.get(key)
-        if entry is not None and entry[1] <= low_us:
-            return [("EVALSHA", READ_SHA, 2, key, version_key(key), f"({low_us}", entry[0])]
+        if entry is not None and entry.low <= low_us:
+            return [("EVALSHA", READ_SHA, 2, key, version_key(key), f"({low_us}", entry.version)]
         return [("GET", version_key(key)), ("ZRANGEBYSCORE", key, f"({low_us}", "+inf")]
 
     def values(
         self, key: str, replies: list, compiled: Compiled, now_us: int, low_us: int
     ) -> tuple | None:
-        """The features at `now_us` from the replies to `commands`; None when a copy the script
-        confirmed is gone meanwhile (another thread replaced it): the caller reads again."""
-        if len(replies) == 2:  # the plain read: (version, events)
-            version, members = replies
-            reply = [] if version is None and not members else [version or b"", members]
-        else:
-            reply = replies[0]
+        """The features at `now_us` from the replies to `commands`; None when the copy cannot
+        be used after all (another thread replaced it meanwhile, or the merged copy disagrees
+        with Redis's count): the caller drops it and reads again."""
+        if len(replies) == 2:  # the plain read: (change log, events)
+            log, members = replies
+            if log is None and not members:
+                self.entries.pop(key, None)
+                return compiled.values([], now_us)
+            return self._fresh(key, _log_version(log), members, compiled, now_us, low_us)
+        reply = replies[0]
         if not reply:
             self.entries.pop(key, None)
             return compiled.values([], now_us)
-        version = reply[0]
-        entry = self.entries.get(key)
-        if len(reply) == 1:
-            if entry is None or entry[0] != version or entry[1] > low_us:
-                return None  # the copy went meanwhile (another thread): the caller reads again
-            _, _, events, times, at_us, until_us, values = entry
-            if at_us <= now_us < until_us:
-                return values
-        else:
-            events = decode(reply[1]) if reply[1] else []
-            times = [e[0] for e in events]
+        if len(reply) == 2:
+            return self._fresh(key, reply[0], reply[1], compiled, now_us, low_us)
+        with self.lock:
+            entry = self.entries.get(key)
+            sent = reply[0] if len(reply) == 1 else reply[5]
+            if entry is None or entry.version != sent or entry.low > low_us:
+                return None
+            if len(reply) > 1 and not self._merge(entry, reply, low_us):
+                return None
+            if entry.index is None:
+                entry.index = Index(compiled, entry.events)
+            return entry.index.values(now_us)
+
+    def _fresh(
+        self, key: str, version: bytes, members: list, compiled: Compiled, now_us: int, low: int
+    ) -> tuple:
+        events = list(decode(members)) if members else []
         values = compiled.values(events, now_us)
         if version:
-            if len(self.entries) >= self.LIMIT:
-                self.entries.clear()
-            until = _next_change(times, compiled, now_us)
-            self.entries[key] = (version, low_us, events, times, now_us, until, values)
+            with self.lock:
+                if len(self.entries) >= self.LIMIT:
+                    self.entries.clear()
+                self.entries[key] = _Copy(version, low, events, [e[0] for e in events])
         return values
 
-
-def _next_change(times: list[int], compiled: Compiled, now_us: int) -> int:
-    """The first instant after `now_us` at which an event enters or leaves a feature's window."""
-    after = bisect_right(times, now_us)
-    until = times[after] if after < len(times) else 1 << 62
-    for f in compiled.aggregation.features:
-        first = bisect_right(times, now_us - f.window_us, 0, after)
-        if first < after:
-            until = min(until, times[first] + f.window_us)
-    return until
+    @staticmethod
+    def _merge(entry: _Copy, reply: list, low_us: int) -> bool:
+        """Apply a refresh (window_read.lua's {version, members, count, from, pruned, copy's
+        version}) to the copy; False when the copy cannot be used."""
+        version, members, count, start, pruned = reply[:5]
+        if pruned:
+            entry.low = max(entry.low, int(pruned))
+            if entry.low > low_us:
+                return False
+        events, times = entry.events, entry.times
+        if start:
+            start_us = int(start)
+            cut = bisect_left(times, start_us)
+            fresh = decode(members) if members else ()
+            del events[cut:]
+            del times[cut:]
+            events.extend(fresh)
+            times.extend([e[0] for e in fresh])
+            if entry.index is not None:
+                entry.index.replace_from(start_us, fresh)
+        if len(times) - bisect_right(times, low_us) != count:
+            return False  # the state was lost and written again since the copy: read it all
+        entry.version = version
+        below = bisect_right(times, entry.low)
+        if below > 64 and 2 * below > len(times):
+            # most of the copy has left every window: keep only the rest
+            del events[:below]
+            del times[:below]
+            entry.index = None
+        return True
