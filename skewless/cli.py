@@ -171,8 +171,23 @@ def _features_describe(args: argparse.Namespace) -> int:
         )
         for f in v["feature_list"]:
             print(f"    {f['feature']:<24} {f['dtype']:<18} {f['description'].strip()}")
+        if v.get("on_demand"):
+            _print_on_demand(v["on_demand"])
         print()
     return 0
+
+
+def _print_on_demand(od: dict) -> None:
+    """An on-demand view's inputs, request fields and the code both paths run."""
+    inputs = ", ".join(f"{p} = {ref}" for p, ref in od["inputs"]) or "-"
+    request = ", ".join(f"{f}: {t}" for f, t in od["request"])
+    if od["uses_request_time"]:
+        request = ", ".join(filter(None, [request, "request_time (the time of the request)"]))
+    print(f"  inputs: {inputs}")
+    print(f"  request fields: {request or '-'}")
+    print(f"  code: {od['function']} (fingerprint {od['code_hash']}):")
+    for line in od["source"].splitlines():
+        print(f"      {line}")
 
 
 def _features_search(args: argparse.Namespace) -> int:

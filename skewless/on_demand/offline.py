@@ -25,7 +25,9 @@ class Plan:
     stored: list[ServiceFeature]
     """What the join fetches: the requested stored features, then the inputs (hidden names)."""
     hidden: dict[str, str]
-    """Input reference -> its hidden column."""
+    """Input reference -> its hidden column (dropped from the result)."""
+    inputs: dict[str, str]
+    """Input reference -> the column it is read into (hidden, or requested under that name)."""
     outputs: list[ServiceFeature]
     """The requested on-demand outputs."""
     request: dict[str, tuple[str, str]]
@@ -37,7 +39,10 @@ def plan(registry: Registry, wanted: list[ServiceFeature]) -> Plan | None:
     if not outputs:
         return None
     stored = [w for w in wanted if not w.view.is_on_demand]
-    hidden: dict[str, str] = {}
+    # an input also asked for is read once, under its requested name (a view's join reads a
+    # feature once)
+    hidden: dict[str, str] = {w.reference: w.name for w in stored}
+    requested = set(hidden)
     request: dict[str, tuple[str, str]] = {}
     for view in dict.fromkeys(w.view for w in outputs):
         od = view.on_demand
@@ -55,7 +60,10 @@ def plan(registry: Registry, wanted: list[ServiceFeature]) -> Plan | None:
                     f"request field {field!r} is {seen[0]} for on-demand view {seen[1]} but "
                     f"{sql_type} for {view.versioned_name}; build them apart"
                 )
-    return Plan(stored, hidden, outputs, request)
+    for reference in requested:
+        del hidden[reference]
+    inputs = {w.reference: w.name for w in stored}
+    return Plan(stored, hidden, inputs, outputs, request)
 
 
 def request_columns(plan: Plan) -> list[str]:
@@ -93,7 +101,7 @@ def _run(view: FeatureView, registry, plan, result, request, ts, n):
     arrays = {}
     for parameter, ref in od.inputs:
         ((source, feature),) = registry.resolve([ref])
-        column = plan.hidden[f"{source.versioned_name}:{feature}"]
+        column = plan.inputs[f"{source.versioned_name}:{feature}"]
         arrays[parameter] = column_array(result[column], kind(source.columns[feature]))
     for field, _ in od.request:
         arrays[field] = request[field]

@@ -15,7 +15,7 @@ from skewless.registry.store import ensure_tables
 
 _VIEWS = """
 select r.view, r.version, r.kind, r.relation, r.entity, r.ts_column, r.created_column, r.ttl, r.freshness_sla, r.stale_policy,
-       r.owner, r.description, r.tags, r.upstream, r.retired_at,
+       r.owner, r.description, r.tags, r.upstream, r.retired_at, r.on_demand,
        (select count(*) from features.registry_features f
          where f.view = r.view and f.version = r.version) as features,
        off.materialized_at as offline_at, off.rows as offline_rows,
@@ -87,7 +87,7 @@ def describe(conn: psycopg.Connection, name: str) -> dict[str, Any]:
 
 def _newest(conn: psycopg.Connection, entry: dict[str, Any]) -> tuple:
     """The data's own times: newest event time and newest processing time in the table."""
-    if not relation_exists(conn, entry["relation"]):
+    if not entry["relation"] or not relation_exists(conn, entry["relation"]):  # on-demand: none
         return None, None
     schema, table = entry["relation"].split(".", 1)
     query = sql.SQL("select max({}), max({}) from {}").format(
