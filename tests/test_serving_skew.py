@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta, timezone
 import msgpack
 import numpy as np
 import pandas as pd
-import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -147,73 +146,12 @@ def test_an_unknown_status_is_an_error():
 
 # -- against real servers -------------------------------------------------------------------------
 
-LOG_DDL = """
-create schema if not exists monitoring;
-create table if not exists monitoring.feature_log (
-    request_id text not null, row_index integer not null,
-    served_at timestamptz not null,
-    logged_at timestamptz not null default clock_timestamp(),
-    source text not null,
-    feature_service text,
-    entity jsonb not null,
-    request_data jsonb,
-    features text[] not null,
-    refs text[] not null,
-    "values" jsonb not null,
-    statuses text[] not null
-) partition by range (served_at);
-"""
 
-
-def _ensure_log(conn: psycopg.Connection) -> None:
-    """The feature log as its contract says, with a catch-all partition for the test's days."""
-    conn.execute(LOG_DDL)
-    has_default = conn.execute(
-        "select exists (select 1 from pg_partitioned_table p join pg_class c"
-        " on c.oid = p.partdefid where p.partrelid = 'monitoring.feature_log'::regclass)"
-    ).fetchone()[0]
-    if not has_default:
-        conn.execute(
-            "create table if not exists monitoring.feature_log_test_default"
-            " partition of monitoring.feature_log default"
-        )
-    conn.commit()
-
-
-def _log(conn, result, served_at, *, service=None, refs_by_name=None, request_data=None) -> str:
-    """Log an online read as the feature logger does: one row per entity row."""
-    names = list(result.statuses)
-    keys = [k for k in result.columns if k not in result.statuses]
-    refs = [refs_by_name[n] for n in names] if refs_by_name else names
-    request_id = uuid.uuid4().hex
-    n = len(result.statuses[names[0]])
-    with conn.cursor() as cur:
-        cur.executemany(
-            "insert into monitoring.feature_log (request_id, row_index, served_at, source,"
-            ' feature_service, entity, request_data, features, refs, "values", statuses)'
-            " values (%s, %s, %s, 'python', %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    request_id,
-                    i,
-                    served_at,
-                    service,
-                    Jsonb({k: result.columns[k][i] for k in keys}),
-                    None if request_data is None else Jsonb(request_data[i]),
-                    names,
-                    refs,
-                    Jsonb([_json(result.columns[name][i]) for name in names]),
-                    [result.statuses[name][i] for name in names],
-                )
-                for i in range(n)
-            ],
-        )
-    conn.commit()
-    return request_id
-
-
-def _json(value):
-    return value.isoformat() if isinstance(value, datetime) else value
+def _served(store, entities, features=None, **read):
+    """An online read through a store that logs it, the log flushed to PostgreSQL."""
+    result = store.get_online_features(entities, features, **read)
+    assert store.feature_log.flush()
+    return result
 
 
 def _db_now(conn) -> datetime:
@@ -224,15 +162,12 @@ def _db_now(conn) -> datetime:
 
 @pytest.fixture
 def store(svc, materialized, namespace):
+    """A FeatureStore that logs what it serves (skewless.feature_log), in a namespace of its own."""
     from skewless import FeatureStore
 
-    return FeatureStore(svc.postgres_url, svc.redis_url, namespace)
-
-
-@pytest.fixture
-def log(pg):
-    _ensure_log(pg)
-    return pg
+    found = FeatureStore(svc.postgres_url, svc.redis_url, namespace, log_features=True)
+    yield found
+    found.feature_log.close()
 
 
 def _flights(pg, first: str, last: str, n: int) -> pd.DataFrame:
@@ -247,23 +182,23 @@ def _flights(pg, first: str, last: str, n: int) -> pd.DataFrame:
     )
 
 
-def _serve(pg, rds, store, entities, at, service=SERVICE):
-    """Materialize the service's views as of `at` (what a live store holds then), read at `at`."""
+def _materialize(pg, rds, store, views, at) -> None:
+    """The views online as of `at`: what a live store holds then."""
     from skewless.online.writer import materialize_view
 
-    registry = store.registry
-    for view in registry.service(service).views:
-        materialize_view(pg, rds, store.namespace, view, as_of=at, now=at)
+    for view in views:
+        materialize_view(pg, rds, store.namespace, store.registry.view(view), as_of=at, now=at)
     pg.commit()
-    return store.get_online_features(entities, feature_service=service, now=at)
 
 
-def _refs(store, service=SERVICE) -> dict[str, str]:
-    return {f.name: f.reference for f in store.registry.service(service).features}
+def _serve(pg, rds, store, entities, at, service=SERVICE):
+    """The service's views online as of `at`, then a logged read at `at`."""
+    views = [v.versioned_name for v in store.registry.service(service).views]
+    _materialize(pg, rds, store, views, at)
+    return _served(store, entities, feature_service=service, now=at)
 
 
-def test_served_vectors_equal_their_training_rows(log, rds, store):
-    pg = log
+def test_served_vectors_equal_their_training_rows(pg, rds, store):
     flights = _flights(pg, "2013-01-05", "2013-01-12", 60)
     since = _db_now(pg)
     served = 0
@@ -271,8 +206,7 @@ def test_served_vectors_equal_their_training_rows(log, rds, store):
         batch = flights.iloc[chunk * 30 : (chunk + 1) * 30]
         at = pd.Timestamp(batch["sched_dep_ts"].iloc[0]).to_pydatetime() - timedelta(hours=2)
         entities = batch[["carrier", "origin", "dest", "tailnum"]].to_dict("records")
-        result = _serve(pg, rds, store, entities, at)
-        _log(pg, result, at, service=SERVICE, refs_by_name=_refs(store))
+        _serve(pg, rds, store, entities, at)
         served += len(entities)
     report = monitor_serving_skew(pg, store.registry, since=since, strict=False)
     print(report.summary())
@@ -303,12 +237,10 @@ def _edit_by_hand(rds, namespace: str, view, key_values: list, feature: str, cha
     return before, values[at]
 
 
-def test_a_redis_value_edited_by_hand_is_caught_and_the_check_names_it(log, rds, store, svc):
-    pg = log
+def test_a_redis_value_edited_by_hand_is_caught_and_the_check_names_it(pg, rds, store):
     batch = _flights(pg, "2013-01-09", "2013-01-10", 12)
     at = pd.Timestamp(batch["sched_dep_ts"].min()).to_pydatetime() - timedelta(hours=2)
     entities = batch[["carrier", "origin", "dest", "tailnum"]].to_dict("records")
-    refs = _refs(store)
     _serve(pg, rds, store, entities, at)
     view = store.registry.view("carrier_delay_stats_v1")
     carrier = entities[0]["carrier"]
@@ -316,8 +248,7 @@ def test_a_redis_value_edited_by_hand_is_caught_and_the_check_names_it(log, rds,
         rds, store.namespace, view, [carrier], "late_share_7d", lambda v: v + 0.25
     )
     since = _db_now(pg)
-    result = store.get_online_features(entities, feature_service=SERVICE, now=at)
-    _log(pg, result, at, service=SERVICE, refs_by_name=refs)
+    _served(store, entities, feature_service=SERVICE, now=at)
     report = monitor_serving_skew(pg, store.registry, since=since, strict=False, store=False)
     print(report.summary())
     affected = sum(e["carrier"] == carrier for e in entities)
@@ -359,7 +290,7 @@ def test_a_redis_value_edited_by_hand_is_caught_and_the_check_names_it(log, rds,
 
 
 def test_a_value_served_past_its_ttl_is_caught_and_a_stale_serve_is_not(
-    log, rds, store, monkeypatch
+    pg, rds, store, monkeypatch
 ):
     """origin_weather_v1 (TTL 3 h, stale policy `null`) read 5 h after the replayed days end:
     the correct read serves stale NULLs (training has no value either: a match); a reader that
@@ -369,7 +300,6 @@ def test_a_value_served_past_its_ttl_is_caught_and_a_stale_serve_is_not(
     from skewless.online.codec import HEADER
     from skewless.online.writer import materialize_view
 
-    pg = log
     view = store.registry.view("origin_weather_v1")
     assert view.stale_policy == "null" and view.ttl == timedelta(hours=3)
     end = datetime(2013, 1, 13, tzinfo=clock.NEW_YORK)
@@ -380,9 +310,8 @@ def test_a_value_served_past_its_ttl_is_caught_and_a_stale_serve_is_not(
     entities = [{"origin": o} for o in ("EWR", "JFK", "LGA")]
 
     since = _db_now(pg)
-    correct = store.get_online_features(entities, features, now=late)
+    correct = _served(store, entities, features, now=late)
     assert {s for f in features for s in correct.statuses[f]} == {"stale"}
-    _log(pg, correct, late)
     report = monitor_serving_skew(pg, store.registry, since=since, store=False)
     assert report.values_compared == len(entities) * len(features)
     assert report.mismatches == 0, report.summary()
@@ -391,9 +320,8 @@ def test_a_value_served_past_its_ttl_is_caught_and_a_stale_serve_is_not(
     monkeypatch.setattr(
         reader, "_stale", lambda raw, view, entity: (msgpack.unpackb(raw[HEADER:]), "present")
     )
-    wrong = store.get_online_features(entities, features, now=late)
+    wrong = _served(store, entities, features, now=late)
     assert {s for f in features for s in wrong.statuses[f]} == {"present"}
-    _log(pg, wrong, late)
     report = monitor_serving_skew(pg, store.registry, since=since, store=False)
     print(report.summary())
     served = sum(v is not None for f in features for v in wrong.columns[f])
@@ -402,3 +330,87 @@ def test_a_value_served_past_its_ttl_is_caught_and_a_stale_serve_is_not(
         for example in skew.examples:
             assert example["recomputed"] is None and example["served"] is not None
             assert example["status"] == "present"
+
+
+ON_DEMAND = [
+    "flight_timing_v1:minutes_to_departure",
+    "flight_timing_v1:weekend_or_holiday",
+    "delay_gap_v1:route_minus_carrier_delay_7d",
+    "route_delay_stats_v1:dep_delay_mean_7d",
+]
+
+
+def test_a_changed_on_demand_function_under_the_same_version_is_caught(pg, rds, store, monkeypatch):
+    """Request-time features recomputed from the logged request data match; then serving runs a
+    changed function under the same version (slipped past the fingerprint by patching the loaded
+    code), and training, running the published code, disagrees."""
+    from skewless.on_demand import loader
+
+    batch = _flights(pg, "2013-01-06", "2013-01-07", 10)
+    at = pd.Timestamp(batch["sched_dep_ts"].min()).to_pydatetime() - timedelta(hours=2)
+    _materialize(pg, rds, store, ["route_delay_stats_v1", "carrier_delay_stats_v2"], at)
+    entities = batch[["carrier", "origin", "dest"]].to_dict("records")
+    request = [{"scheduled_departure": t} for t in batch["sched_dep_ts"]]
+
+    since = _db_now(pg)
+    _served(store, entities, ON_DEMAND, now=at, request_data=request)
+    report = monitor_serving_skew(pg, store.registry, since=since, strict=False, store=False)
+    assert report.values_compared == len(entities) * len(ON_DEMAND)
+    assert report.mismatches == 0, report.summary()
+
+    view = store.registry.view("flight_timing_v1")
+    published = loader.function_for(view)
+
+    def changed(request_time, scheduled_departure):
+        out = published(request_time=request_time, scheduled_departure=scheduled_departure)
+        return {**out, "minutes_to_departure": out["minutes_to_departure"] + 1.0}
+
+    since = _db_now(pg)
+    with monkeypatch.context() as patch:
+        patch.setitem(loader._functions, (view.versioned_name, view.on_demand.code_hash), changed)
+        _served(store, entities, ON_DEMAND, now=at, request_data=request)
+    report = monitor_serving_skew(pg, store.registry, since=since, strict=False, store=False)
+    print(report.summary())
+    [skew] = report.failing
+    assert skew.ref == "flight_timing_v1:minutes_to_departure"
+    assert skew.mismatches == len(entities)
+    example = skew.examples[0]
+    assert example["served"] == example["recomputed"] + 1.0
+    assert "scheduled_departure" in example["request_data"]
+
+
+def test_rows_that_cannot_be_recomputed_are_counted_with_the_reason(pg, store):
+    """A row naming a view version that is not published, or a malformed one, is unchecked (the
+    check warns), never silently dropped; the next incremental run starts after it."""
+    from skewless.feature_log.table import ensure_partitions
+
+    served_at = datetime(2013, 1, 10, 12, tzinfo=UTC)
+    ensure_partitions(pg, [served_at.date()])
+    since = _db_now(pg)
+    rows = [
+        (["nope_v9:x"], [1.0], ["present"]),
+        (["carrier_delay_stats_v1:late_share_7d"], [0.5, 1.0], ["present", "present"]),
+        (["carrier_delay_stats_v1:late_share_7d"], [0.5], ["fresh"]),
+    ]
+    with pg.cursor() as cur:
+        cur.executemany(
+            "insert into monitoring.feature_log (request_id, row_index, served_at, source,"
+            ' entity, features, refs, "values", statuses)'
+            " values (%s, 0, %s, 'python', %s, %s, %s, %s, %s)",
+            [
+                (uuid.uuid4().hex, served_at, Jsonb({"carrier": "UA"}), refs, refs, Jsonb(v), s)
+                for refs, v, s in rows
+            ],
+        )
+    pg.commit()
+    report = monitor_serving_skew(pg, store.registry, since=since)
+    assert (report.rows_read, report.rows_compared, report.rows_unchecked) == (3, 0, 3)
+    reasons = " / ".join(report.problems)
+    assert "nope_v9" in reasons and "differ in length" in reasons and "'fresh'" in reasons
+    from assets.serving_skew import check_result
+
+    check = check_result(report)
+    assert not check.passed and check.severity.value == "WARN"
+    assert "3 rows could not be recomputed" in check.description
+    again = monitor_serving_skew(pg, store.registry)  # from the cursor the last run left
+    assert again.window.start == report.window.end and again.rows_read == 0

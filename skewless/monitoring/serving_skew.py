@@ -321,12 +321,8 @@ def compare_vectors(
             report.rows_unchecked += len(group)
             report.problems[f"{type(err).__name__}: {err}"] += len(group)
             continue
-        added = list(training.columns[len(spine.columns) :])
-        if len(added) != len(refs):
-            raise RuntimeError(
-                f"training set returned {len(added)} columns for {len(refs)} features"
-            )
-        recomputed = {ref: training[col].tolist() for ref, col in zip(refs, added, strict=True)}
+        # full_feature_names: each feature's column is `<view>_v<N>__<feature>`
+        recomputed = {ref: training[f"{types[ref][0]}__{types[ref][1]}"].tolist() for ref in refs}
         report.rows_compared += len(group)
         for position, ref in enumerate(refs):
             view, feature, dtype = types[ref]
