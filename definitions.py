@@ -4,6 +4,7 @@ from dagster import Definitions, EnvVar, in_process_executor
 
 from assets.dbt import REGISTRY, dbt_models
 from assets.monitoring import feature_drift
+from assets.on_demand import on_demand_assets
 from assets.online import online_assets
 from assets.partner import airport_schedule_load
 from assets.raw import raw_assets
@@ -49,6 +50,7 @@ defs = Definitions(
         dbt_models,
         *online_assets,
         *stream_assets,
+        *on_demand_assets,
         feature_drift,
         serving_skew,
     ],

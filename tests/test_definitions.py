@@ -26,6 +26,21 @@ def test_assets_are_grouped_by_layer(defs):
         assert groups[f"online/{view}_v1"] == "online"
 
 
+def test_on_demand_views_show_in_the_lineage_with_their_code(defs):
+    graph = defs.resolve_asset_graph()
+    key = AssetKey(["on_demand", "delay_gap_v1"])
+    upstream = graph.get_ancestor_asset_keys(key)
+    assert AssetKey(["features", "route_delay_stats_v1"]) in upstream
+    assert AssetKey(["features", "carrier_delay_stats_v2"]) in upstream
+    assert AssetKey(["raw", "flights"]) in upstream
+    spec = {s.key: s for s in defs.resolve_all_asset_specs()}[
+        AssetKey(["on_demand", "flight_timing_v1"])
+    ]
+    assert spec.group_name == "on_demand"
+    assert "def flight_timing(request_time, scheduled_departure):" in spec.metadata["code"].value
+    assert "delay_model_v4" in spec.metadata["feature services"]
+
+
 def test_lineage_runs_from_raw_tables_to_redis(defs):
     graph = defs.resolve_asset_graph()
     online = AssetKey(["online", "route_delay_stats_v1"])
