@@ -46,6 +46,7 @@ is never trimmed.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -76,6 +77,11 @@ log = logging.getLogger("skewless.stream")
 GROUP = "skewless"
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
+GC_THRESHOLD = (50_000, 20, 20)
+"""The cyclic garbage collector's thresholds while `run` runs: a batch allocates tens of thousands
+of short-lived containers (entries, events, rows), freed by reference counting; at Python's
+default (700 allocations) the collector would run dozens of times per batch, a large share of the
+worker's CPU. Restored when `run` returns."""
 DEAD_LETTER_MAXLEN = 100_000
 """The dead-letter stream keeps about this many newest entries."""
 DELETED = (
@@ -757,6 +763,14 @@ class Worker:
         server error is logged and retried with backoff (the entries stay pending); any other
         error propagates. Pipelined (`_pump`) with a plain client; what it processed is
         acknowledged before it returns."""
+        previous_gc = gc.get_threshold()
+        gc.set_threshold(*(max(a, b) for a, b in zip(previous_gc, GC_THRESHOLD, strict=True)))
+        try:
+            return self._run(report_every, until_idle)
+        finally:
+            gc.set_threshold(*previous_gc)
+
+    def _run(self, report_every: float, until_idle: bool) -> Counters:
         last_report, last_count = time.monotonic(), 0
         failures, failing_since = 0, 0.0
         pipelined = self._pipelined()
