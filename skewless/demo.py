@@ -728,3 +728,7 @@ def live(first: date, last: date) -> None:
         print("\n".join(lines))
         lines, _, _ = live_lookup(conn, client, registry, namespace, day, end)
         print("\n".join(lines))
+        from skewless.demo_request_time import request_time_lines
+
+        spine = live_spine(conn, day, start, end)
+        print("\n".join(request_time_lines(conn, registry, spine, day, end, _hm)))
