@@ -236,6 +236,32 @@ def _instant(text: str):
     return moment
 
 
+def _tolerance(text: str) -> tuple[str, float]:
+    ref, _, value = text.rpartition("=")
+    try:
+        return ref, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not <view>_v<N>:<feature>=<number>"
+        ) from None
+
+
+def _monitor_skew(args: argparse.Namespace) -> int:
+    from skewless.monitoring.serving_skew import run_serving_skew
+
+    report = run_serving_skew(
+        since=args.since,
+        served_from=args.served_from,
+        served_to=args.served_to,
+        sample=args.sample,
+        tolerances=dict(args.tolerance or []),
+        strict=not args.non_strict,
+        store=not args.dry_run,
+    )
+    print(report.summary())
+    return 1 if report.mismatches else 0
+
+
 def _purge(args: argparse.Namespace) -> int:
     import re
 
@@ -686,6 +712,25 @@ def parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument("view", help="`origin_live_departures` (latest) or `..._v1`")
     rebuild.set_defaults(fn=_stream_rebuild)
+    monitor = sub.add_parser("monitor", help="`monitor skew`: served vectors against training")
+    msub = monitor.add_subparsers(dest="monitor_command", required=True)
+    skew = msub.add_parser(
+        "skew",
+        help="recompute logged served vectors with the training API at their served time and "
+        "print every difference (exit 1 on any); by default those logged since the last run",
+    )
+    skew.add_argument("--since", type=_instant, help="logged since this time instead")
+    skew.add_argument("--served-from", type=_instant, help="served from this time instead")
+    skew.add_argument("--served-to", type=_instant, help="served before this time")
+    skew.add_argument("--sample", type=_positive, default=10_000, help="most rows (default 10000)")
+    skew.add_argument(
+        "--tolerance", type=_tolerance, action="append", help="<view>_v<N>:<feature>=<abs diff>"
+    )
+    skew.add_argument(
+        "--non-strict", action="store_true", help="count values created after the served time"
+    )
+    skew.add_argument("--dry-run", action="store_true", help="store nothing, move no cursor")
+    skew.set_defaults(fn=_monitor_skew)
     return p
 
 

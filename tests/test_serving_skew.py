@@ -340,7 +340,9 @@ ON_DEMAND = [
 ]
 
 
-def test_a_changed_on_demand_function_under_the_same_version_is_caught(pg, rds, store, monkeypatch):
+def test_a_changed_on_demand_function_under_the_same_version_is_caught(
+    pg, rds, store, monkeypatch, capsys
+):
     """Request-time features recomputed from the logged request data match; then serving runs a
     changed function under the same version (slipped past the fingerprint by patching the loaded
     code), and training, running the published code, disagrees."""
@@ -377,6 +379,12 @@ def test_a_changed_on_demand_function_under_the_same_version_is_caught(pg, rds, 
     example = skew.examples[0]
     assert example["served"] == example["recomputed"] + 1.0
     assert "scheduled_departure" in example["request_data"]
+    # the same from the command line, which exits 1 on a mismatch
+    from skewless.cli import main
+
+    code = main(["monitor", "skew", "--since", since.isoformat(), "--non-strict", "--dry-run"])
+    printed = capsys.readouterr().out
+    assert code == 1 and "flight_timing_v1:minutes_to_departure: 10 of 10 differ" in printed
 
 
 def test_rows_that_cannot_be_recomputed_are_counted_with_the_reason(pg, store):
@@ -414,3 +422,9 @@ def test_rows_that_cannot_be_recomputed_are_counted_with_the_reason(pg, store):
     assert "3 rows could not be recomputed" in check.description
     again = monitor_serving_skew(pg, store.registry)  # from the cursor the last run left
     assert again.window.start == report.window.end and again.rows_read == 0
+
+
+def test_plain_values_for_examples():
+    assert compare.plain(np.float64("inf")) == "Infinity" and compare.plain(pd.NA) is None
+    assert compare.plain(np.int64(3)) == 3 and compare.plain(np.nan) is None
+    assert compare.plain(pd.Timestamp("2013-01-01T05:00Z")) == "2013-01-01T05:00:00+00:00"

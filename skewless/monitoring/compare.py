@@ -67,7 +67,8 @@ def kind(sql_type: str | None) -> str:
 
 def plain(value: object) -> object:
     """A value as plain Python (for JSON examples and messages): NULL-likes become None, numpy
-    and pandas scalars their Python equivalents, datetimes ISO 8601 strings."""
+    and pandas scalars their Python equivalents, datetimes ISO 8601 strings, infinities the
+    strings "Infinity" / "-Infinity"."""
     if is_null(value):
         return None
     if isinstance(value, pd.Timestamp):
@@ -78,6 +79,8 @@ def plain(value: object) -> object:
         return float(value) if value != value.to_integral_value() else int(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, float) and math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"  # as the log writes them (JSON has none)
     return value
 
 
