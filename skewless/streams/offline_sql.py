@@ -147,7 +147,7 @@ def feature_sql(view: FeatureView, f: AggFeature, scope, inner: _Inner) -> sql.C
     # a float's exact decimal is stored with the event (events.exact_column): no cast per row
     value = col if integer else sql.SQL("e.{}").format(sql.Identifier(exact_column(f.column)))
     total = scope.aggregate("sum", value, f)
-    n = scope.aggregate("count", col, f)
+    n = scope.aggregate("count", value, f)  # the exact decimal is NULL where the value is
     if f.function == "sum":
         if integer:
             return inner.add(sql.SQL("coalesce({}, 0)::bigint").format(total))
@@ -286,8 +286,8 @@ def prefix(
     spine row.
 
     Each spine row (k, T) stands at T and at T - w for each window w among the events of k,
-    ordered by event time (events before spine rows at the same time); a running count or exact
-    sum at those instants is what the events up to them add, and the window's aggregate the
+    ordered by event time; a running count or exact sum (RANGE mode: through every event at the
+    same time) is what the events up to that instant add, and the window's aggregate the
     difference, exact (bigint counts, numeric sums): the same aggregates as the lateral's, so the
     same values to the last bit. The events read are those of the spine's keys from its
     earliest T - longest window to its latest T, per key. `_row` must be unique in the spine."""
@@ -303,23 +303,16 @@ def prefix(
         for f in wanted
     ]
     types = stream.columns
-    payload = list(
-        dict.fromkeys(
-            c
-            for f in wanted
-            for c in (f.column, *(x.column for x in (*f.filter, *f.condition)))
-            if c is not None
-        )
-    )
-    carried = [(c, types[c]) for c in payload]
-    carried += [
-        (exact_column(f.column), "numeric")
-        for f in wanted
-        if f.function in ("sum", "mean", "stddev")
-        and f.column is not None
-        and types[f.column] == "double precision"
-    ]
-    carried = list(dict.fromkeys(carried))
+    carried: dict[str, str] = {}  # the columns the features read, and their types
+    for f in wanted:
+        for c in (x.column for x in (*f.filter, *f.condition)):
+            carried[c] = types[c]
+        if f.column is None:
+            continue
+        if f.function in ("sum", "mean", "stddev") and types[f.column] == "double precision":
+            carried[exact_column(f.column)] = "numeric"
+        else:
+            carried[f.column] = types[f.column]
     entity = list(view.entity)
     et = sql.Identifier(stream.event_time)
     ident = sql.Identifier
@@ -334,7 +327,7 @@ def prefix(
     ).format(
         keys=sql.SQL(", ").join(sql.SQL("e.{}").format(ident(k)) for k in entity),
         et=et,
-        payload=sql.SQL("").join(sql.SQL(", e.{}").format(ident(c)) for c, _ in carried),
+        payload=sql.SQL("").join(sql.SQL(", e.{}").format(ident(c)) for c in carried),
         table=ident(view.schema, view.table),
         spine_keys=sql.SQL(", ").join(
             sql.SQL("s.{} as {}").format(ident(keys[k]), ident(k)) for k in entity
@@ -355,19 +348,16 @@ def prefix(
     ).format(
         keys=sql.SQL(", ").join(sql.SQL("s.{}").format(ident(keys[k])) for k in entity),
         s_ts=s_ts,
-        nulls=sql.SQL("").join(sql.SQL(", null::{}").format(sql.SQL(t)) for _, t in carried),
+        nulls=sql.SQL("").join(sql.SQL(", null::{}").format(sql.SQL(t)) for t in carried.values()),
         spine=spine,
         instants=instants,
     )
     names = sql.SQL(", ").join(
-        [ident(k) for k in entity]
-        + [et, ident(_ROW), ident(_POINT)]
-        + [ident(c) for c, _ in carried]
+        [ident(k) for k in entity] + [et, ident(_ROW), ident(_POINT)] + [ident(c) for c in carried]
     )
     running = sql.SQL(
         "select e.{row}, e.{point}, {prefixes} from ({events} union all {points}) e({names})"
-        " window running as (partition by {keys} order by e.{et}, e.{row} nulls first"
-        " rows unbounded preceding)"
+        " window running as (partition by {keys} order by e.{et} range unbounded preceding)"
     ).format(
         row=ident(_ROW),
         point=ident(_POINT),
@@ -398,13 +388,28 @@ def lateral(
     *,
     strict: bool,
 ) -> sql.Composed:
-    """`select s._row, <features> from <spine> s left join lateral (<aggregates>) f on true`,
-    the shape of `skewless.offline.asof_sql.lateral`; not strict and with prefix functions only
-    (`PREFIX_FUNCTIONS`), the same values by `prefix`."""
+    """`select s._row, <features> from <spine> s ...`, the training values of a spine (the shape
+    of `skewless.offline.asof_sql.lateral`): by `prefix` when not strict and every feature's
+    function is in `PREFIX_FUNCTIONS`, else by `probes`."""
     assert view.aggregation is not None
     by_name = {f.name: f for f in view.aggregation.features}
     if not strict and features and all(by_name[n].function in PREFIX_FUNCTIONS for n in features):
         return prefix(view, spine, keys, ts, features)
+    return probes(view, spine, keys, ts, features, strict=strict)
+
+
+def probes(
+    view: FeatureView,
+    spine: sql.Composable,
+    keys: dict[str, str],
+    ts: str,
+    features: list[str],
+    *,
+    strict: bool,
+) -> sql.Composed:
+    """`select s._row, <features> from <spine> s cross join lateral (<aggregates>) f`: one index
+    range scan per spine row (any function, strict or not)."""
+    assert view.aggregation is not None
     t = sql.SQL("s.{}").format(sql.Identifier(ts))
     pairs = [(vk, sql.SQL("s.{}").format(sql.Identifier(sk))) for vk, sk in keys.items()]
     out = sql.SQL(", ").join(sql.SQL("f.{}").format(sql.Identifier(n)) for n in features)
