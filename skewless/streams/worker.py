@@ -198,8 +198,9 @@ class _Link:
         self.reads = Channel(client.connection_pool)
         self.writes = Channel(client.connection_pool)
         self.reading: tuple[dict[str, Stream], Registry] | None = None
-        self.written: tuple[int, list[_Done], list[tuple]] | None = None
-        """(replies that acknowledge earlier batches, the batches written, the commands)."""
+        self.written: tuple[int, list, list[_Done], list[tuple]] | None = None
+        """(replies that acknowledge earlier batches, what reads each of the next replies (claims,
+        trims), the batches written, their commands)."""
 
     def read(
         self,
@@ -297,6 +298,9 @@ class Worker:
         self._said: set[str] = set()
         self._reader: redis.Redis | None = None
         self._link: _Link | None = None
+        self._side: list[tuple[tuple, Callable[[object], None] | None]] = []
+        """Commands for the pipelined loop's next send (claims, trims), with what reads each
+        reply."""
 
     # -- what to read ---------------------------------------------------------------------------
 
@@ -399,8 +403,9 @@ class Worker:
             reply = list(reply.items())
         return [(_text(key), entries) for key, entries in reply]
 
-    def _prepare_streams(self, by_key: dict[str, Stream]) -> None:
-        """Consumer groups created; a gone worker's idle entries claimed, now and then."""
+    def _prepare_streams(self, by_key: dict[str, Stream], *, queue: bool = False) -> None:
+        """Consumer groups created; a gone worker's idle entries claimed, now and then (with
+        `queue`, the claim goes with the pipelined loop's next send, its reply read later)."""
         for key in by_key:
             if key not in self._groups:
                 ensure_group(self.client, key)
@@ -408,7 +413,16 @@ class Worker:
         if time.monotonic() - self._last_claim >= max(self.claim_idle_ms / 4000, 0.2):
             self._last_claim = time.monotonic()
             for key in by_key:
-                self._claim(key)
+                if queue:
+                    claim = ("XAUTOCLAIM", key, GROUP, self.consumer, self.claim_idle_ms, "0-0")
+                    self._side.append(
+                        (
+                            (*claim, "COUNT", self.batch, "JUSTID"),
+                            lambda reply, key=key: self._claimed(key, reply[1]),
+                        )
+                    )
+                else:
+                    self._claim(key)
 
     def step(self) -> int:
         """Read and process at most one batch per stream; returns the entries handled
@@ -446,9 +460,11 @@ class Worker:
         self._after_step(by_key, handled, now)
         return handled
 
-    def _after_step(self, by_key: dict[str, Stream], handled: int, now: datetime) -> None:
+    def _after_step(
+        self, by_key: dict[str, Stream], handled: int, now: datetime, *, queue: bool = False
+    ) -> None:
         """Caught up: the progress marks now and then; acknowledged entries trimmed, at most
-        every `trim_every` seconds."""
+        every `trim_every` seconds (with `queue`, in the pipelined loop's next send)."""
         if handled:
             self._trim_due = True
         elif time.monotonic() - self._last_mark >= 0.25:
@@ -457,7 +473,10 @@ class Worker:
             self._last_trim = time.monotonic()
             self._trim_due = False
             for key in by_key:
-                trim(self.client, key)
+                if queue:
+                    self._side.append((("EVAL", TRIM_SCRIPT, 1, key), None))
+                else:
+                    trim(self.client, key)
 
     # -- the pipelined loop ---------------------------------------------------------------------
 
@@ -475,7 +494,7 @@ class Worker:
             self._settle()
             self.stopping.wait(1.0)
             return 0
-        self._prepare_streams(by_key)
+        self._prepare_streams(by_key, queue=True)
         assert registry is not None
         if any(key not in self._own_pending_done for key in by_key):
             # a read in flight is dropped: the entries it delivered stay pending, in this
@@ -489,7 +508,7 @@ class Worker:
         if link.reading is None:
             link.read(self.consumer, self.batch, by_key, registry, block_ms)
         handled, now = self._advance(link, (by_key, registry, block_ms))
-        self._after_step(by_key, handled, now)
+        self._after_step(by_key, handled, now, queue=True)
         return handled
 
     def _advance(
@@ -511,9 +530,10 @@ class Worker:
         ]
         confirmed = self._confirm(link)
         acks = [c for d in confirmed for c in self._ack_commands(d)]
-        if acks or recorder.commands:
-            link.writes.send(acks + recorder.commands)
-            link.written = (len(acks), done, recorder.commands)
+        side, self._side = self._side, []
+        if acks or side or recorder.commands:
+            link.writes.send([*acks, *(c for c, _ in side), *recorder.commands])
+            link.written = (len(acks), [f for _, f in side], done, recorder.commands)
         for d in confirmed:
             self._count(d)
         return sum(len(d.ids) for d in done), now
@@ -524,15 +544,20 @@ class Worker:
         idempotent); any other error reply raises (the batch stays pending)."""
         if link.written is None:
             return []
-        acks, done, commands = link.written
+        acks, callbacks, done, commands = link.written
         link.written = None
         replies = link.writes.replies()
-        errors = [r for r in replies if isinstance(r, Exception)]
+        before = acks + len(callbacks)
+        for reply in replies[:before]:
+            if isinstance(reply, Exception):
+                raise reply
+        for callback, reply in zip(callbacks, replies[acks:before], strict=True):
+            if callback is not None:
+                callback(reply)
+        errors = [r for r in replies[before:] if isinstance(r, Exception)]
         if any(not isinstance(e, redis.exceptions.NoScriptError) for e in errors):
             raise next(e for e in errors if not isinstance(e, redis.exceptions.NoScriptError))
         if errors:
-            if any(isinstance(e, Exception) for e in replies[:acks]):
-                raise errors[0]
             self.client.script_load(state.SCRIPT)
             pipe = self.client.pipeline(transaction=False)
             for command in commands:
@@ -553,11 +578,17 @@ class Worker:
                 link.reads.replies()
                 link.reading = None
         confirmed = self._confirm(link)
-        if confirmed:
-            link.writes.send([c for d in confirmed for c in self._ack_commands(d)])
-            for reply in link.writes.replies():
+        side, self._side = self._side, []
+        if confirmed or side:
+            acks = [c for d in confirmed for c in self._ack_commands(d)]
+            link.writes.send([*acks, *(c for c, _ in side)])
+            replies = link.writes.replies()
+            for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
+            for (_, callback), reply in zip(side, replies[len(acks) :], strict=True):
+                if callback is not None:
+                    callback(reply)
             for d in confirmed:
                 self._count(d)
 
@@ -569,6 +600,9 @@ class Worker:
         ids = self.client.xautoclaim(
             key, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch, justid=True
         )
+        self._claimed(key, ids)
+
+    def _claimed(self, key: str, ids: list) -> None:
         if ids:
             self._own_pending_done.discard(key)
             log.info(
@@ -751,6 +785,7 @@ class Worker:
         """Start over after a server error: new connections, the consumer groups checked again
         (a Redis restarted without its data lost them), own pending entries read first."""
         self.close()
+        self._side.clear()
         self._groups.clear()
         self._own_pending_done.clear()
         ingest_module._tables.clear()  # a table dropped meanwhile is created again
@@ -779,6 +814,8 @@ class Worker:
                 handled = self._pump(block=not until_idle) if pipelined else self.step()
                 if until_idle and handled == 0:
                     self._settle()
+                    if set(self._current()[1]) - self._own_pending_done:
+                        handled = -1  # a claim just moved entries here: not idle yet
             except Exception as exc:
                 if not transient(exc):
                     raise
