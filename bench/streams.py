@@ -92,7 +92,7 @@ from skewless.streams.model import (  # noqa: E402
     Stream,
     aggregated_view,
 )
-from skewless.streams.state import StateWriter, WindowCache  # noqa: E402
+from skewless.streams.state import StateWriter, WindowCache, version_key  # noqa: E402
 from skewless.streams.worker import Worker, stream_key  # noqa: E402
 
 SCHEMA = "bench_streams"
@@ -967,14 +967,21 @@ def _flight_events(day: date) -> list[dict]:
 
 
 def _key_memory(client: redis.Redis, keys: list[str]) -> list[int]:
+    """MEMORY USAGE of each entity's state: its sorted set and its change log."""
     pipe = client.pipeline(transaction=False)
     for k in keys:
         pipe.memory_usage(k, samples=0)
-    return [m or 0 for m in pipe.execute()]
+        pipe.memory_usage(version_key(k), samples=0)
+    sizes = [m or 0 for m in pipe.execute()]
+    return [sizes[i] + sizes[i + 1] for i in range(0, len(sizes), 2)]
 
 
 def bench_memory(client) -> None:
-    print("\n== 5. Redis memory of the online state (MEMORY USAGE of the state keys)", flush=True)
+    print(
+        "\n== 5. Redis memory of the online state (MEMORY USAGE of the state keys and their change"
+        " logs)",
+        flush=True,
+    )
     from skewless.ingest import nycflights
 
     demo = _demo_registry()
@@ -1066,14 +1073,14 @@ def bench_memory(client) -> None:
             for i in range(0, n, 20_000):
                 writer.apply(evs[i : i + 20_000], now)
             k = entity_key(ns, view.versioned_name, ["JFK"])
-            size = client.memory_usage(k, samples=0)
+            (size,) = _key_memory(client, [k])
             card = client.zcard(k)
             encoding = client.object("encoding", k)
             encoding = encoding.decode() if isinstance(encoding, bytes) else encoding
             print(
                 f"  {_fmt_window(window):>8} {per_min:>10} {card:>8,} {size:>12,} {size / card:>8.0f}  {encoding}"
             )
-            client.delete(k)
+            client.delete(k, version_key(k))
     _clear(client, f"{ns}:*")
 
 

@@ -157,18 +157,19 @@ def test_redis_answers_with_the_version_alone_when_nothing_changed(svc):
             (command,) = cache.commands(key, low)  # a copy: the script that confirms it
             return client.execute_command(*command)
 
-        assert check() == [version]  # the version alone: the copy holds
+        # the version and the count alone: the copy holds
+        assert check() == [version, [], 5, b"", version]
         # the same events sent again change nothing, not even the version
         ingest(conn, client, namespace, registry, stream, validated_events(stream, rows, now), now)
-        assert check() == [version]
+        assert check() == [version, [], 5, b"", version]
         more = [_event(9, 100, 5, origin)]
         ingest(conn, client, namespace, registry, stream, validated_events(stream, more, now), now)
         changed = check()
-        # only what changed since the copy: the new event (the others are below it), with the
-        # count of the state's events, the lowest score added, no prune, and the copy's version
-        assert len(changed) == 6 and changed[0] != version and len(changed[1]) == 1
+        # only what was added since the copy: the new event (the others are below it), with the
+        # count of the state's events, the lowest score added, and the copy's version
+        assert len(changed) == 5 and changed[0] != version and len(changed[1]) == 1
         assert changed[2] == 6 and int(changed[3]) == codec.micros(BASE + timedelta(minutes=100))
-        assert changed[4] == b"" and changed[5] == version
+        assert changed[4] == version
         assert cache.values(key, [changed], compiled, low + 1, low) is not None
         assert cache.entries[key].version == changed[0] and len(cache.entries[key].events) == 6
     client.close()
@@ -214,7 +215,7 @@ def test_a_copy_is_refreshed_only_while_the_change_log_reaches_back_and_the_stat
         for i in range(1, 6):  # within the log's reach: a refresh
             write(i, 60 + i, now)
         (reply,) = read(cache, now)
-        assert len(reply) == 6 and len(reply[1]) == 5
+        assert len(reply) == 5 and len(reply[1]) == 5
         for i in range(6, 16):  # beyond it: the whole state again
             write(i, 60 + i, now)
         (reply,) = read(cache, now)
@@ -224,17 +225,20 @@ def test_a_copy_is_refreshed_only_while_the_change_log_reaches_back_and_the_stat
         client.delete(key)
         write(20, 100, now)
         reply, refused = read(cache, now)
-        assert len(reply) == 6 and reply[2] == 1 and refused is None
+        assert len(reply) == 5 and reply[2] == 1 and refused is None
         _log, members = read(cache, now)  # without a copy: the log, then the events
         assert len(members) == 1
-        # a write much later prunes every earlier event: the copy is refreshed at its bound
-        later = now + timedelta(minutes=200)
+        # a write much later prunes every earlier event: the copy holds for reads from then on
+        # (its count above their edge is Redis's), not for a read at an earlier instant
         cache = WindowCache()
         read(cache, now)
+        later = now + timedelta(minutes=200)
         write(21, 320, later)
         (reply,) = read(cache, later)
-        assert len(reply) == 6 and int(reply[4]) == codec.micros(later - timedelta(hours=2))
-        assert cache.entries[key].low == codec.micros(later - timedelta(hours=2))
-        # an earlier instant than the bound: fetched again, whole
-        assert cache.commands(key, codec.micros(now - timedelta(hours=2)))[0][0] == "GET"
+        assert len(reply) == 5 and reply[2] == 1 and len(reply[1]) == 1
+        (reply,) = read(cache, later)
+        assert reply[1:4] == [[], 1, b""]
+        write(22, 330, later + timedelta(minutes=10))  # prunes the event at minute 100
+        reply, refused = read(cache, now + timedelta(minutes=30))  # its window holds minute 100
+        assert len(reply) == 5 and reply[2] == 2 and refused is None
     client.close()

@@ -70,26 +70,6 @@ def _to_float(total: int, exponent: int) -> float:
         return math.inf if total > 0 else -math.inf
 
 
-def _sum_parts(parts: Sequence[Sequence[int]]) -> tuple[int, int]:
-    """The exact sum of decimals `[mantissa, exponent]`, as (integer, exponent)."""
-    by_exponent: dict[int, int] = {}
-    for m, e in parts:
-        by_exponent[e] = by_exponent.get(e, 0) + m
-    if not by_exponent:
-        return 0, 0
-    low = min(by_exponent)
-    return sum(m * 10 ** (e - low) for e, m in by_exponent.items()), low
-
-
-def _squares_parts(parts: Sequence[Sequence[int]]) -> tuple[int, int]:
-    by_exponent: dict[int, int] = {}
-    for m, e in parts:
-        e2 = e + e
-        by_exponent[e2] = by_exponent.get(e2, 0) + m * m
-    low = min(by_exponent)
-    return sum(m * 10 ** (e - low) for e, m in by_exponent.items()), low
-
-
 def common_filter(aggregation: Aggregation) -> tuple[Condition, ...]:
     """Conditions in every feature's filter: an event failing one counts in no feature, so the
     online state never holds it (and its columns only for the other uses)."""
@@ -142,6 +122,12 @@ class Compiled:
         self.plans = [self._plan(f) for f in aggregation.features]
         self._filter_list = [tuple(g) for g in sorted(self._groups.values(), key=lambda g: g[0])]
         self._parts = tuple(i for i, (_, form) in enumerate(self.slots) if form == PARTS)
+        self._order = sorted(range(len(self.plans)), key=lambda i: self.plans[i][4])
+        self._squares: dict[tuple[int, int | None], bool] = {}
+        for function, at, group, _, _, _, parts in self.plans:
+            if parts:
+                key = (group, at)
+                self._squares[key] = self._squares.get(key, False) or function == "stddev"
 
     def admits(self, event: Mapping[str, object]) -> bool:
         """Whether the state keeps the event (dict of stored columns): it meets `common`."""
@@ -183,16 +169,76 @@ class Compiled:
             else:
                 kept = [e for e in events[start:end] if keep(e)]
                 lists.append((kept, [e[0] for e in kept], 0))
-        out = []
-        for function, at, group, hit, window_us, integer, parts in self.plans:
+        out: list = [None] * len(self.plans)
+        # sums of decimals over nested windows of one column: each longer window adds only the
+        # events between its edge and the shorter one's (features in order of window length)
+        running: dict[tuple[int, int], list] = {}
+        for i in self._order:
+            function, at, group, hit, window_us, integer, parts = self.plans[i]
             chosen_from, chosen_times, low = lists[group]
             stop = end if chosen_from is events else len(chosen_from)
-            chosen = chosen_from[bisect_right(chosen_times, at_us - window_us, low, stop) : stop]
+            first = bisect_right(chosen_times, at_us - window_us, low, stop)
             if parts:
-                out.append(numeric_parts(function, [e[at] for e in chosen if e[at] is not None]))
+                acc = running.get((group, at))
+                if acc is None:
+                    acc = running[(group, at)] = [
+                        stop,
+                        0,
+                        {},
+                        {} if self._squares[(group, at)] else None,
+                    ]
+                segment = [e[at] for e in chosen_from[first : acc[0]] if e[at] is not None]
+                acc[0] = first
+                acc[1] += len(segment)
+                _add_parts(segment, acc[2], acc[3])
+                out[i] = _finish_parts(function, acc[1], acc[2], acc[3])
             else:
-                out.append(_evaluate(function, at, hit, integer, chosen))
+                out[i] = _evaluate(function, at, hit, integer, chosen_from[first:stop])
         return tuple(out)
+
+
+def _add_parts(parts: Sequence[Sequence[int]], sums: dict[int, int], squares: dict | None) -> None:
+    """Add decimals `[mantissa, exponent]` to sums (and squares) by exponent."""
+    for m, e in parts:
+        if e in sums:
+            sums[e] += m
+        else:
+            sums[e] = m
+    if squares is not None:
+        for m, e in parts:
+            e2 = e + e
+            if e2 in squares:
+                squares[e2] += m * m
+            else:
+                squares[e2] = m * m
+
+
+def _combine(by_exponent: dict[int, int]) -> tuple[int, int]:
+    """An exact sum kept by exponent, as (integer, exponent)."""
+    if not by_exponent:
+        return 0, 0
+    low = min(by_exponent)
+    return sum(m * 10 ** (e - low) for e, m in by_exponent.items()), low
+
+
+def _finish_parts(function: str, n: int, sums: dict[int, int], squares: dict | None) -> object:
+    """sum, mean, stddev of `n` decimals whose sums (and squares) are kept by exponent."""
+    if function == "sum":
+        return _to_float(*_combine(sums))
+    if function == "mean":
+        return None if n == 0 else _to_float(*_combine(sums)) / float(n)
+    if function == "stddev":
+        if n < 2:
+            return None
+        assert squares is not None
+        total, low = _combine(sums)
+        squares_total, low2 = _combine(squares)
+        low3 = min(low2, low + low)
+        numerator = n * squares_total * 10 ** (low2 - low3) - total * total * 10 ** (
+            low + low - low3
+        )
+        return math.sqrt(_to_float(numerator, low3) / float(n * (n - 1)))
+    raise ValueError(f"unknown numeric function {function!r}")
 
 
 def _predicate(conditions: tuple[tuple[int, Condition], ...]) -> Callable[[Sequence], bool] | None:
@@ -267,20 +313,10 @@ def numeric(function: str, values: Sequence[int | float], integer: bool) -> obje
 
 def numeric_parts(function: str, parts: Sequence[Sequence[int]]) -> object:
     """sum, mean, stddev of floats given as their exact decimals `[mantissa, exponent]`."""
-    n = len(parts)
-    if function == "sum":
-        return _to_float(*_sum_parts(parts))
-    if function == "mean":
-        return None if n == 0 else _to_float(*_sum_parts(parts)) / float(n)
-    if function == "stddev":
-        if n < 2:
-            return None
-        total, low = _sum_parts(parts)
-        squares, low2 = _squares_parts(parts)
-        low3 = min(low2, low + low)
-        numerator = n * squares * 10 ** (low2 - low3) - total * total * 10 ** (low + low - low3)
-        return math.sqrt(_to_float(numerator, low3) / float(n * (n - 1)))
-    raise ValueError(f"unknown numeric function {function!r}")
+    sums: dict[int, int] = {}
+    squares: dict[int, int] | None = {} if function == "stddev" else None
+    _add_parts(parts, sums, squares)
+    return _finish_parts(function, len(parts), sums, squares)
 
 
 class Index:

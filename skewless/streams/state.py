@@ -13,9 +13,9 @@ element) and commutative (any order, several workers), so at-least-once delivery
 exactly-once state.
 
 Beside each state key, a short change log (`version_key`, written by the same script) names the
-state's version and, per recent write, the lowest score it added and the bound it pruned at: a
-reader holding a copy of the entity's events fetches only the events from the lowest score
-changed since its copy (`WindowCache`), not the whole window.
+state's version and, per recent write that added events, the lowest score it added: a reader
+holding a copy of the entity's events fetches only the events from the lowest score added since
+its copy (`WindowCache`), not the whole window.
 
 A read fetches `(now - longest, +inf)` of each entity (or only what changed since its copy) in
 the same round trip as every other view and evaluates the features with
@@ -278,7 +278,7 @@ def _log_version(log: bytes | None) -> bytes:
     return log[-LOG_ENTRY : -LOG_ENTRY + 16] if log and len(log) >= LOG_ENTRY else b""
 
 
-LOG_ENTRY = 50
+LOG_ENTRY = 33
 """Bytes per change log entry (window_state.lua)."""
 
 
@@ -286,13 +286,14 @@ class WindowCache:
     """A reader's copies of entities' window events, indexed for evaluating at any instant.
 
     A read sends the cached copy's version with the read script (`window_read.lua`, in the same
-    round trip as the rest of the read): when the entity's events have not changed, Redis answers
-    with the version alone; when they changed and the entity's change log reaches back to the
-    copy's version, with the events scored from the lowest one added since (usually the newest
-    few), which replace the copy's from there on. Exact either way: the merged copy holds every
-    stored event above the window's lower edge, its count is checked against Redis's, a copy is
-    never used below a bound Redis pruned at since, and a read at an earlier `now` than the copy's
-    fetches again. Values come from the copy's prefix sums (`arithmetic.Index`): a few bisects per
+    round trip as the rest of the read): when no event was added since the copy, Redis answers
+    with the version and its count of events; when some were and the entity's change log
+    reaches back to the copy's version, with the events scored from the lowest one added since
+    (usually the newest few), which replace the copy's from there on. Exact either way: the
+    merged copy holds every stored event above the window's lower edge (and perhaps some Redis
+    has since pruned or lost), so its count above the edge equals Redis's exactly when it holds
+    the same events; else, and for a read at an earlier `now` than the copy's, it is fetched
+    again. Values come from the copy's prefix sums (`arithmetic.Index`): a few bisects per
     feature, whatever the number of events."""
 
     LIMIT = 50_000
@@ -332,10 +333,9 @@ class WindowCache:
             return self._fresh(key, reply[0], reply[1], compiled, now_us, low_us)
         with self.lock:
             entry = self.entries.get(key)
-            sent = reply[0] if len(reply) == 1 else reply[5]
-            if entry is None or entry.version != sent or entry.low > low_us:
+            if entry is None or entry.version != reply[4] or entry.low > low_us:
                 return None
-            if len(reply) > 1 and not self._merge(entry, reply, low_us):
+            if not self._merge(entry, reply, low_us):
                 return None
             if entry.index is None:
                 entry.index = Index(compiled, entry.events)
@@ -355,13 +355,9 @@ class WindowCache:
 
     @staticmethod
     def _merge(entry: _Copy, reply: list, low_us: int) -> bool:
-        """Apply a refresh (window_read.lua's {version, members, count, from, pruned, copy's
-        version}) to the copy; False when the copy cannot be used."""
-        version, members, count, start, pruned = reply[:5]
-        if pruned:
-            entry.low = max(entry.low, int(pruned))
-            if entry.low > low_us:
-                return False
+        """Apply window_read.lua's {version, members, count, from, copy's version} to the copy;
+        False when the copy cannot be used."""
+        version, members, count, start, _ = reply
         events, times = entry.events, entry.times
         if start:
             start_us = int(start)
@@ -374,12 +370,16 @@ class WindowCache:
             if entry.index is not None:
                 entry.index.replace_from(start_us, fresh)
         if len(times) - bisect_right(times, low_us) != count:
-            return False  # the state was lost and written again since the copy: read it all
+            # events pruned since the copy are above this read's edge (a read at an earlier
+            # instant than a write), or the state was lost and written again: read it all
+            return False
         entry.version = version
-        below = bisect_right(times, entry.low)
-        if below > 64 and 2 * below > len(times):
-            # most of the copy has left every window: keep only the rest
-            del events[:below]
-            del times[:below]
-            entry.index = None
+        if entry.low < low_us:
+            below = bisect_right(times, low_us)
+            if below > 64 and 2 * below > len(times):
+                # most of the copy has left every window: keep only the rest
+                del events[:below]
+                del times[:below]
+                entry.low = low_us
+                entry.index = None
         return True

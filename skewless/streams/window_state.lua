@@ -9,16 +9,17 @@
 --   n score, member pairs. A member is the event's canonical encoding (its id included), so a
 --   redelivered event adds nothing and leaves the version as it was: applying a batch twice is
 --   applying it once.
--- The change log: per write that changed the entity's events, an entry of 50 bytes, the token,
---   the lowest score it sent (17 characters, right-aligned; "+" when it added none) and the
---   bound it pruned at ("-" when it removed none). The newest entry's token is the entity's
---   version; a reader holding a copy at an older version fetches only what changed since
---   (window_read.lua). At most 8 entries: the log is cut to its newest 4 when it grows past.
+-- The change log: per write that added events to the entity, an entry of 33 bytes, the token
+--   and the lowest score it sent (17 characters, right-aligned). The newest entry's token is the
+--   entity's version; a reader holding a copy at an older version fetches only the events from
+--   the lowest score added since (window_read.lua). At most 6 entries: the log is cut to its
+--   newest 3 when it grows past. Pruning (events leaving the longest window) is not logged: a
+--   reader checks its copy's count against the state's (window_read.lua).
 -- Atomic: a reader sees the whole batch of an entity or none of it.
 local bound = ARGV[1]
 local life = tonumber(ARGV[2])
 local token = ARGV[3]
-local width = 50
+local width = 33
 local at = 4
 local added = 0
 for k = 1, #KEYS, 2 do
@@ -33,15 +34,13 @@ for k = 1, #KEYS, 2 do
   end
   added = added + new
   at = last + 1
-  local removed = redis.call('ZREMRANGEBYSCORE', key, '-inf', bound)
-  if new + removed > 0 then
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', bound)
+  if new > 0 then
     local log = KEYS[k + 1]
     local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
     if top[2] then
-      local entry = token .. string.format(
-        '%17s%17s', new > 0 and lowest or '+', removed > 0 and bound or '-')
-      if redis.call('APPEND', log, entry) > 8 * width then
-        redis.call('SET', log, redis.call('GETRANGE', log, -4 * width, -1))
+      if redis.call('APPEND', log, token .. string.format('%17s', lowest)) > 6 * width then
+        redis.call('SET', log, redis.call('GETRANGE', log, -3 * width, -1))
       end
       local expires = math.floor(tonumber(top[2]) / 1000) + life
       redis.call('PEXPIREAT', key, expires)
