@@ -58,6 +58,9 @@ MINUTE = np.timedelta64(60_000_000, "us")
         "flag": "bool",
         "label": "text",
         "whole": "int",
+        "flag_raw": "bool",
+        "seven": "int",
+        "counted": "int",
     },
 )
 def mixed(request_time, r_ts, r_f, r_i, r_b, r_s, x, k, b, t):
@@ -70,6 +73,9 @@ def mixed(request_time, r_ts, r_f, r_i, r_b, r_s, x, k, b, t):
         "flag": np.where(np.isnan(b) | np.isnan(r_b), np.nan, (b == 1) ^ (r_b == 1)),
         "label": label,
         "whole": np.where(np.isnan(k) | np.isnan(r_i), np.nan, k + r_i),
+        "flag_raw": b == 1,  # a numpy bool array (NaN == 1 is False)
+        "seven": 7,  # a scalar, broadcast
+        "counted": np.char.str_len(label.astype(str)).astype(np.int64),  # an int64 array
     }
 
 

@@ -86,6 +86,13 @@ def output_array(value: object, dtype: str, n: int, where: str) -> tuple[np.ndar
     """(values, NULL mask) of an output in its declared type; DataError names the output and the
     first bad row."""
     t = normal_type(dtype)
+    if (
+        t == "double precision"
+        and type(value) is np.ndarray
+        and value.dtype == np.float64
+        and value.shape == (n,)
+    ):
+        return value, np.isnan(value)  # the common case, at serving's per-request cost
     if t == "text":
         arr = np.empty(n, dtype=object)
         arr[:] = _broadcast(value, n, where, obj=True)
@@ -137,6 +144,57 @@ def _broadcast(value: object, n: int, where: str, obj: bool = False) -> np.ndarr
     if arr.shape != (n,):
         raise DataError(f"{where}: returned shape {arr.shape}, expected ({n},) (one value per row)")
     return arr
+
+
+def output_list(value: object, dtype: str, n: int) -> list:
+    """An output as served: Python scalars, None for NULL, converted as `output_array` converts
+    (the property test holds the two to the same values); plain Python for the few rows of a
+    serving request, where numpy's per-call cost would dominate."""
+    t = normal_type(dtype)
+    if isinstance(value, pd.Series):
+        value = value.to_numpy()
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            items = [value.item()] * n
+        elif value.shape != (n,):
+            raise DataError(f": returned shape {value.shape}, expected ({n},) (one value per row)")
+        else:
+            items = value.tolist()
+    elif isinstance(value, np.generic | int | float | str | bool) or value is None:
+        items = [value.item() if isinstance(value, np.generic) else value] * n
+    else:
+        items = list(value)  # type: ignore[call-overload]
+        if len(items) != n:
+            raise DataError(f": returned {len(items)} values, expected {n} (one value per row)")
+    return [_served(v, t, i) for i, v in enumerate(items)]
+
+
+def _served(v: object, t: str, i: int) -> object:
+    if v is None or (type(v) is float and v != v):
+        return None
+    if t == "text":
+        if not isinstance(v, str):
+            raise DataError(f": row {i} is {type(v).__name__} {v!r}, not text")
+        return v
+    if isinstance(v, np.generic):
+        v = v.item()
+    if not isinstance(v, int | float):  # bool is an int
+        raise DataError(f": row {i} is {type(v).__name__} {v!r:.60}, not a number")
+    if t == "double precision":
+        return float(v)
+    if t == "boolean":
+        if v != 0 and v != 1:
+            raise DataError(f": row {i} is {v!r}, not a boolean (or 0/1)")
+        return v == 1
+    if isinstance(v, float):
+        if v in (float("inf"), float("-inf")) or v != int(v):
+            raise DataError(f": row {i} is {v!r}, not a whole number (an int output)")
+        if abs(v) >= 2.0**63:
+            raise DataError(": a value is out of the int64 range")
+    v = int(v)
+    if not -(2**63) <= v < 2**63:
+        raise DataError(": a value is out of the int64 range")
+    return v
 
 
 def output_values(values: np.ndarray, mask: np.ndarray) -> list:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from skewless.errors import DataError, OnDemandError
-from skewless.on_demand.columns import output_array
+from skewless.on_demand.columns import output_array, output_list
 from skewless.registry import FeatureView
 
 
 def compute(
-    view: FeatureView, function, arrays: dict[str, np.ndarray], n: int
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Outputs by name, each (values, NULL mask) in its declared type."""
+    view: FeatureView, function, arrays: dict[str, np.ndarray], n: int, served: bool = False
+) -> dict:
+    """Outputs by name, each (values, NULL mask) in its declared type; `served`: each a list of
+    Python values instead (`columns.output_list`, the same conversion)."""
     try:
         result = function(**arrays)
     except Exception as exc:
@@ -24,8 +25,8 @@ def compute(
             f"on-demand view {view.versioned_name}: its function returned "
             f"{type(result).__name__}, not a dict of outputs"
         )
-    names = view.feature_names
-    if set(result) != set(names):
+    names, declared = view.feature_names, frozenset(view.feature_names)
+    if result.keys() != declared:
         missing = [f for f in names if f not in result]
         extra = sorted(set(result) - set(names))
         raise OnDemandError(
@@ -36,9 +37,15 @@ def compute(
         )
     out = {}
     for feature in view.features:
-        where = f"on-demand view {view.versioned_name}, output {feature.name} ({feature.dtype})"
         try:
-            out[feature.name] = output_array(result[feature.name], feature.dtype, n, where)
+            value = result[feature.name]
+            out[feature.name] = (
+                output_list(value, feature.dtype, n)
+                if served
+                else output_array(value, feature.dtype, n, "")
+            )
         except DataError as exc:
-            raise OnDemandError(str(exc)) from None
+            where = f"on-demand view {view.versioned_name}, output {feature.name} ({feature.dtype})"
+            raise OnDemandError(f"{where}{exc}") from None
     return out
+

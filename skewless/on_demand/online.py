@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 
 from skewless.errors import DataError
-from skewless.on_demand.columns import TIME, kind, output_values, values_array
+from skewless.on_demand.columns import TIME, kind, values_array
 from skewless.on_demand.compute import compute
 from skewless.on_demand.loader import function_for
 from skewless.on_demand.model import REQUEST_TIME
@@ -42,6 +43,10 @@ class Plan:
     """Per requested column: (name, -1 and the inner column | step index and the output)."""
     request: tuple[tuple[str, str, str], ...]
     """Request fields any step needs: (field, SQL type, the first view that needs it)."""
+
+    @cached_property
+    def inner_set(self) -> frozenset[str]:
+        return frozenset(self.inner)
 
 
 _NONE = object()
@@ -191,7 +196,7 @@ def finish(
     n: int,
 ) -> tuple[dict[str, list], dict[str, list[str]]]:
     """The requested columns from the inner read's, with the on-demand outputs computed."""
-    inner = set(plan.inner)
+    inner = plan.inner_set
     out_columns = {k: v for k, v in columns.items() if k not in inner}
     out_statuses: dict[str, list[str]] = {}
     computed = []
@@ -203,13 +208,13 @@ def finish(
             arrays[field] = request[field]
         if od.uses_request_time:
             arrays[REQUEST_TIME] = values_array([now] * n, TIME)
-        outputs = compute(step.view, function_for(step.view), arrays, n)
+        outputs = compute(step.view, function_for(step.view), arrays, n, served=True)
         worst = [PRESENT] * n
         for _, c, _ in step.inputs:
             for i, s in enumerate(statuses[c]):
                 if s == STALE or (s == MISSING and worst[i] == PRESENT):
                     worst[i] = s
-        computed.append(({k: output_values(*v) for k, v in outputs.items()}, worst))
+        computed.append((outputs, worst))
     for name, at, source in plan.outputs:
         if at < 0:
             out_columns[name] = columns[source]
