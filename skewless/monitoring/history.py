@@ -165,7 +165,7 @@ def plot(points: list[Point]) -> bytes:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 4))
+    fig, ax = plt.subplots(figsize=(12, 4))
     runs = sorted({p.run_at for p in points})
     if not runs:
         ax.text(0.5, 0.5, "no serving-skew runs yet", ha="center", va="center")
@@ -196,7 +196,7 @@ def plot(points: list[Point]) -> bytes:
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.set_ylabel("served values that differ from training")
         ax.set_xlabel("run")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.autofmt_xdate()
     ax.set_title("Serving skew: mismatch rate per run (expected: 0)", fontsize=10)
     fig.tight_layout()
