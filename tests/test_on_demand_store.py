@@ -105,6 +105,11 @@ def test_registry_and_discovery_list_on_demand_views_with_their_code(materialize
     (entry,) = [v for v in describe_registry(registry)["views"] if v["name"] == "flight_timing"]
     assert entry["on_demand"]["request"] == {"scheduled_departure": "timestamptz"}
     assert "def flight_timing(request_time, scheduled_departure):" in entry["on_demand"]["source"]
+    from skewless.serving.openapi import spec
+
+    schema = spec(1 << 20, 1000, registry)["components"]["schemas"]["RequestData_flight_timing_v1"]
+    assert schema["required"] == ["scheduled_departure"]
+    assert "def flight_timing(" in schema["x-skewless-source"]
     row = pg.execute(
         "select kind, on_demand->>'code_hash' from features.registry"
         " where view = 'flight_timing' and version = 1"

@@ -160,7 +160,42 @@ def spec(
         _served_names(document["components"]["schemas"]["OnlineFeaturesRequest"], registry)
         for stream in registry.streams.values():
             _add_stream(document, stream, max_body_bytes, max_events, auth)
+        _add_on_demand(document, registry)
     return document
+
+
+_REQUEST_FIELD_SCHEMAS = {
+    "timestamptz": {"type": ["string", "null"], "format": "date-time"},
+    "double precision": {"type": ["number", "null"]},
+    "bigint": {"type": ["integer", "null"]},
+    "boolean": {"type": ["boolean", "null"]},
+    "text": {"type": ["string", "null"]},
+}
+
+
+def _add_on_demand(document: dict[str, Any], registry: Registry) -> None:
+    """Per on-demand view, the request fields it takes (a schema for `request_data`), its stored
+    inputs and its code, so a client sees what to send and what runs."""
+    schemas = document["components"]["schemas"]
+    for view in registry.on_demand_views.values():
+        od = view.on_demand
+        assert od is not None
+        schemas[f"RequestData_{view.versioned_name}"] = {
+            "type": "object",
+            "title": f"request_data of on-demand view {view.versioned_name}",
+            "description": (
+                f"{view.description.strip()} Outputs: "
+                + ", ".join(f"`{view.versioned_name}:{f.name}` ({f.dtype})" for f in view.features)
+                + ". Stored inputs: "
+                + (", ".join(f"`{ref}`" for _, ref in od.inputs) or "none")
+                + (". `request_time` is the time of the request." if od.uses_request_time else ".")
+            ),
+            "required": [f for f, _ in od.request],
+            "properties": {f: _REQUEST_FIELD_SCHEMAS[t] for f, t in od.request},
+            "x-skewless-function": od.function,
+            "x-skewless-code-fingerprint": od.code_hash,
+            "x-skewless-source": od.source,
+        }
 
 
 _INTEGER_BITS = {"bigint": 63, "integer": 31, "smallint": 15}
