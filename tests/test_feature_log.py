@@ -132,7 +132,12 @@ _rows_strategy = st.lists(
     st.tuples(
         st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
         st.one_of(st.none(), st.floats(allow_nan=False)),
-        st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_characters="\x00"))),
+        st.one_of(
+            st.none(),
+            st.text(
+                alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+            ),
+        ),
         st.one_of(st.none(), st.booleans()),
     ),
     min_size=1,
