@@ -133,9 +133,13 @@ class FeatureLogger:
         are kept, not copied: the caller must not change them afterwards. False when the read
         was sampled out or dropped (counted either way)."""
         n = 0
-        for values in statuses.values():
-            n = len(values)
-            break
+        try:
+            for values in statuses.values():  # the entity rows: any output's length
+                n = len(values)
+                break
+        except Exception:  # not a read's statuses: a caller's bug, never the read's failure
+            log.exception("feature log: a read could not be queued")
+            return False
         if not n:
             return False
         if self.sample < 1.0 and random.random() >= self.sample:
