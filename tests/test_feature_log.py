@@ -664,3 +664,26 @@ def test_an_error_answer_carries_the_request_id_too(svc, seeded):
         )
     )
     assert status == 404 and headers[b"x-request-id"] == b"trace-42"
+
+
+def test_a_lost_connection_is_retried_and_nothing_is_lost(log_url):
+    """PostgreSQL ends the writer's session (a restart, a failover): the next batch fails, is
+    retried on a new connection, and every row arrives."""
+    logger = FeatureLogger(log_url, interval=0.01, backoff=0.01)
+    rid = uuid.uuid4().hex
+    columns, statuses = {"carrier": ["UA"], "typed_v1:i": [1]}, {"typed_v1:i": ["present"]}
+    assert logger.log(rid, DAY, "http", None, ["typed:i"], REGISTRY, columns, statuses)
+    assert logger.flush()
+    with psycopg.connect(log_url, autocommit=True) as conn:
+        ended = conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity"
+            " where application_name = 'skewless-feature-log' and datname = current_database()"
+        ).fetchall()
+    assert ended and all(ok for (ok,) in ended)
+    for _ in range(3):
+        assert logger.log(rid, DAY, "http", None, ["typed:i"], REGISTRY, columns, statuses)
+    assert logger.flush()
+    stats = logger.stats()
+    assert stats.write_errors >= 1 and stats.logged == 4 and stats.dropped_write_failed == 0
+    assert len(_rows(log_url, rid, DAY)) == 4
+    logger.close()
