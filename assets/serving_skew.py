@@ -53,8 +53,9 @@ class ServingSkewConfig(Config):
     tolerances: dict[str, float] = {}
     """Absolute difference allowed per feature, `{"<view>_v<N>:<feature>": 0.001}` (seconds for
     timestamps); the others must be exactly equal."""
-    strict: bool = True
-    """Recompute as known at the served time (created_at <= served_at), as the online store knew it."""
+    strict: bool | None = None
+    """Recompute as known at the served time (created_at <= served_at), as the online store knew
+    it; by default strict unless the project clock is a replay clock (see `replaying`)."""
     examples: int = DEFAULT_EXAMPLES
 
 

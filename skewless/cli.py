@@ -255,7 +255,7 @@ def _monitor_skew(args: argparse.Namespace) -> int:
         served_to=args.served_to,
         sample=args.sample,
         tolerances=dict(args.tolerance or []),
-        strict=not args.non_strict,
+        strict=False if args.non_strict else None,
         store=not args.dry_run,
     )
     print(report.summary())

@@ -87,14 +87,11 @@ def request_time_lines(
         lines.append(
             f"  {f.reference:<46} {vector.columns[f.name][0]!s:>22}  ({vector.statuses[f.name][0]})"
         )
-    # Replayed 2013 was loaded today: its rows' created_at is the wall clock, after any replayed
-    # served_at, so "as known at served_at" (strict) holds no batch value here. Nothing was
-    # corrected after it was served, so the plain rule is the one the online store applied.
-    report = run_serving_skew(served_from=now, strict=False)
+    # strict by default, except under a replay clock (the demo's): see `replaying`
+    report = run_serving_skew(served_from=now)
     lines.append(
         "\nServing-skew monitor (monitoring/serving_skew: every logged vector recomputed with "
-        "get_historical_features at its served time, value by value; not strict, because the "
-        "replayed year was loaded today: its created_at is later than any replayed instant):"
+        "get_historical_features at its served time, value by value):"
     )
     lines.append("  " + report.summary().replace("\n", "\n  "))
     return lines

@@ -98,6 +98,8 @@ class SkewReport:
     """Why rows could not be recomputed (reason -> rows)."""
     features: dict[str, FeatureSkew] = field(default_factory=dict)
     log_exists: bool = True
+    replay: bool = False
+    """Strict was asked for by default and left out: the project clock is a replay clock."""
 
     @property
     def values_compared(self) -> int:
@@ -134,7 +136,13 @@ class SkewReport:
                 else ""
             )
             + f", {self.values_compared:,} values compared"
-            + ("" if self.strict else " (non-strict: values created after served_at count)")
+            + (
+                ""
+                if self.strict
+                else f" (not strict: {REPLAY_REASON})"
+                if self.replay
+                else " (non-strict: values created after served_at count)"
+            )
         )
         lines = [f"serving skew: {scope}: {self.mismatches:,} mismatches"]
         if self.rows_unchecked:
@@ -366,6 +374,23 @@ def check_tolerances(tolerances: Mapping[str, float] | None) -> dict[str, float]
     return out
 
 
+REPLAY_REASON = (
+    "the project clock is a replay clock, and loads are stamped with the wall clock, so 'as known "
+    "at' a replayed instant holds no batch value; values created later count"
+)
+
+
+def replaying() -> bool:
+    """Whether the project clock is a replay (or pinned) clock rather than wall time: then a
+    row's created_at (the wall clock of its load) says nothing about the replayed instants, and
+    a strict recomputation would find nothing."""
+    import os
+
+    from skewless import clock
+
+    return bool(os.environ.get("SKEWLESS_NOW")) or clock.replay_clock() is not None
+
+
 def monitor_serving_skew(
     conn: psycopg.Connection,
     registry: Registry,
@@ -375,7 +400,7 @@ def monitor_serving_skew(
     served_to: datetime | None = None,
     sample: int = DEFAULT_SAMPLE,
     tolerances: Mapping[str, float] | None = None,
-    strict: bool = True,
+    strict: bool | None = None,
     examples: int = DEFAULT_EXAMPLES,
     store: bool = True,
     run_id: str | None = None,
@@ -387,10 +412,14 @@ def monitor_serving_skew(
     At most `sample` rows are recomputed (a random sample of the window). `tolerances` maps a
     feature reference to the absolute difference allowed (seconds for timestamps; default 0:
     exact). `strict` recomputes as known at `served_at` (created_at <= served_at), as the online
+    store knew it; by default (None) strict unless the project clock is a replay clock
+    (`replaying`), where created_at is the wall clock of the load and strict finds nothing;
     store knew it; `store` appends the run to `monitoring.serving_skew` (skewless.monitoring.history).
     """
     from skewless.monitoring import history
 
+    replay = strict is None and replaying()
+    strict = not replay if strict is None else strict
     tolerances = check_tolerances(tolerances)
     if served_from and served_to and served_from >= served_to:
         raise DataError(f"served_from {served_from} is not before served_to {served_to}")
@@ -406,7 +435,7 @@ def monitor_serving_skew(
     else:
         start = since if since is not None else history.cursor(conn)
         window = Window(start, settled_until(conn))
-    report = SkewReport(run_id or uuid.uuid4().hex, run_at, window, strict)
+    report = SkewReport(run_id or uuid.uuid4().hex, run_at, window, strict, replay=replay)
     vectors, report.rows_in_window = read_log(conn, window, sample)
     report.rows_read = len(vectors)
     compare_vectors(conn, registry, vectors, report, tolerances=tolerances, examples=examples)
