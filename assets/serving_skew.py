@@ -9,7 +9,7 @@ and on demand; never part of a build.
 """
 
 import base64
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dagster import (
     AssetCheckResult,
@@ -57,6 +57,9 @@ class ServingSkewConfig(Config):
     """Recompute as known at the served time (created_at <= served_at), as the online store knew
     it; by default strict unless the project clock is a replay clock (see `replaying`)."""
     examples: int = DEFAULT_EXAMPLES
+    log_retention_days: float = 30.0
+    """After the run, day partitions of the feature log older than this (project clock) are
+    dropped; 0 keeps everything."""
 
 
 def _time(text: str | None, name: str) -> datetime | None:
@@ -108,6 +111,13 @@ def serving_skew(
             store=True,
         )
         points = history.recent(conn)
+        pruned = []
+        if config.log_retention_days > 0:  # after the run: rows it read are never pruned first
+            from skewless import clock
+            from skewless.feature_log import prune
+
+            pruned = prune(conn, clock.now() - timedelta(days=config.log_retention_days))
+            conn.commit()
     png = history.plot(points)
     path = settings().state_dir / "monitoring" / "serving_skew.png"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +144,7 @@ def serving_skew(
             "mismatches": report.mismatches,
             "mismatch_rate": report.rate,
             "strict": report.strict,
+            "log_partitions_pruned": MetadataValue.text(", ".join(pruned) or "none"),
             "features": MetadataValue.md(_table_md(report)),
         }
     )
