@@ -313,42 +313,15 @@ def app_factory():
 
 
 def _server(port: int, namespace: str, redis_url: str, pg_url: str, logging: bool):
-    import subprocess
-    import sys
-
     import http_serving as hs
 
     env = {
-        **os.environ,
         hs.NAMESPACE_ENV: namespace,
         hs.REDIS_ENV: redis_url,
         PG_ENV: pg_url,
         LOG_ENV: "1" if logging else "0",
     }
-    code = (
-        "import sys, uvicorn; sys.path.insert(0, sys.argv[1]);"
-        "from skewless.serving.server import UVICORN_OPTIONS as o;"
-        "uvicorn.run('feature_log:app_factory', factory=True, host='127.0.0.1',"
-        " port=int(sys.argv[2]), workers=1, log_level='warning', **o)"
-    )
-    here = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.Popen([sys.executable, "-c", code, here, str(port)], env=env)
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
-        try:
-            client = hs._BlockingClient(port)
-            status, _ = client.send(hs._request("/health", None))
-            client.close()
-            if status == 200:
-                return proc
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit("the server did not start in 30 s")
-        time.sleep(0.1)
+    return hs.start_factory("feature_log:app_factory", port, env, timeout=30)
 
 
 def _metric(port: int, name: str) -> float:

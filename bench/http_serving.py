@@ -458,20 +458,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(port: int, workers: int, namespace: str, url: str) -> subprocess.Popen:
-    env = {**os.environ, NAMESPACE_ENV: namespace, REDIS_ENV: url}
+def start_factory(
+    factory: str, port: int, env: dict[str, str], workers: int = 1, timeout: float = 60
+) -> subprocess.Popen:
+    """`factory` (`<module in bench/>:<function>`) served by uvicorn with `skewless serve`'s
+    options in a subprocess, once it answers /ready (and every worker has had time to start)."""
     code = (
         "import sys, uvicorn; sys.path.insert(0, sys.argv[1]);"
         "from skewless.serving.server import UVICORN_OPTIONS as o;"
-        "uvicorn.run('http_serving:app_factory', factory=True, host='127.0.0.1',"
+        "uvicorn.run(sys.argv[4], factory=True, host='127.0.0.1',"
         " port=int(sys.argv[2]), workers=int(sys.argv[3]), log_level='warning', **o)"
     )
     here = str(Path(__file__).resolve().parent)
-    proc = subprocess.Popen([sys.executable, "-c", code, here, str(port), str(workers)], env=env)
-    deadline = time.monotonic() + 30
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, here, str(port), str(workers), factory],
+        env={**os.environ, **env},
+    )
+    deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
+            raise SystemExit(f"the server ({factory}) exited with {proc.returncode}")
         try:
             client = _BlockingClient(port)
             status, _ = client.send(_request("/ready", None))
@@ -482,11 +488,16 @@ def _start_server(port: int, workers: int, namespace: str, url: str) -> subproce
             pass
         if time.monotonic() > deadline:
             proc.kill()
-            raise SystemExit("the server did not get ready in 30 s")
+            raise SystemExit(f"the server ({factory}) did not get ready in {timeout:.0f} s")
         time.sleep(0.1)
     # every worker must have started: new connections until each answered (pids differ)
-    time.sleep(0.5 * workers)
+    time.sleep(0.5 * (workers - 1))
     return proc
+
+
+def _start_server(port: int, workers: int, namespace: str, url: str) -> subprocess.Popen:
+    env = {NAMESPACE_ENV: namespace, REDIS_ENV: url}
+    return start_factory("http_serving:app_factory", port, env, workers, timeout=30)
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -97,31 +97,8 @@ def _body(entity: int, with_od: bool) -> bytes:
 
 
 def _start(port: int, namespace: str, url: str, pg: str, mode: str) -> subprocess.Popen:
-    env = {**os.environ, hs.NAMESPACE_ENV: namespace, hs.REDIS_ENV: url, MODE_ENV: mode, PG_ENV: pg}
-    code = (
-        "import sys, uvicorn; sys.path.insert(0, sys.argv[1]);"
-        "from skewless.serving.server import UVICORN_OPTIONS as o;"
-        "uvicorn.run('request_time:app_factory', factory=True, host='127.0.0.1',"
-        " port=int(sys.argv[2]), workers=1, log_level='warning', **o)"
-    )
-    here = str(Path(__file__).resolve().parent)
-    proc = subprocess.Popen([sys.executable, "-c", code, here, str(port)], env=env)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"the {mode} server exited with {proc.returncode}")
-        try:
-            client = hs._BlockingClient(port)
-            status, _ = client.send(hs._request("/ready", None))
-            client.close()
-            if status == 200:
-                return proc
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"the {mode} server did not get ready in 60 s")
-        time.sleep(0.1)
+    env = {hs.NAMESPACE_ENV: namespace, hs.REDIS_ENV: url, MODE_ENV: mode, PG_ENV: pg}
+    return hs.start_factory("request_time:app_factory", port, env)
 
 
 def _latencies(port: int, requests: list[bytes], n: int) -> list[float]:
