@@ -499,7 +499,8 @@ def test_a_failure_between_the_stores_ends_exactly_once(
     monkeypatch.setattr("skewless.streams.worker.BACKOFF_FIRST_S", 0.01)
     key = f"{namespace}:events:{STREAM}"
     entries = _events(run_id, 3_000, seed=11)
-    _xadd(rds, key, entries)
+    bad = {k: v for k, v in entries[0].items() if k != "origin"} | {"event_id": f"{run_id}:bad"}
+    _xadd(rds, key, entries[:1500] + [bad] + entries[1500:])
     injected: list[str] = []
     send, confirm = link_module.Channel.send, Worker._confirm
 
@@ -533,8 +534,10 @@ def test_a_failure_between_the_stores_ends_exactly_once(
     assert len(injected) == 2, injected
     assert _pending(rds, key) == 0
     assert _rows(svc.postgres_url, run_id) == len(entries)
-    assert counters.entries >= len(entries) and counters.dead == 0
-    assert counters.ingested + counters.duplicates == counters.entries
+    assert counters.entries > len(entries) and counters.dead >= 1
+    assert counters.ingested + counters.duplicates + counters.dead == counters.entries
+    dead = rds.xrange(dead_letter_key(namespace, registry.stream(STREAM)))
+    assert len(dead) == 1 and b"origin" in dead[0][1][b"reason"]  # dead-lettered once
     expected = _reference(svc.postgres_url, rds, registry, f"{namespace}-ref", entries)
     assert _state(rds, namespace) == expected
 

@@ -19,7 +19,8 @@ Delivery is at least once; the writes are idempotent, so the results are exactly
 `run` (what `skewless stream` runs) pipelines its Redis traffic (`skewless.streams.link`): the
 next batch's XREADGROUP is in flight while the current batch is checked and committed offline,
 and a batch's online writes are in flight while the next one is; a batch is acknowledged one
-batch later, in the same send as the next online writes, once Redis has confirmed its own. A
+batch later (with its dead letters), in the same send as the next online writes, once Redis has
+confirmed its own. A
 failure anywhere leaves the unacknowledged batches pending, as above; `step` (one batch, read,
 written and acknowledged before it returns) is the same work without the overlap.
 
@@ -529,7 +530,7 @@ class Worker:
             if entries
         ]
         confirmed = self._confirm(link)
-        acks = [c for d in confirmed for c in self._ack_commands(d)]
+        acks = [c for d in confirmed for c in (*self._dead_commands(d), *self._ack_commands(d))]
         side, self._side = self._side, []
         if acks or side or recorder.commands:
             link.writes.send([*acks, *(c for c, _ in side), *recorder.commands])
@@ -557,11 +558,12 @@ class Worker:
         errors = [r for r in replies[before:] if isinstance(r, Exception)]
         if any(not isinstance(e, redis.exceptions.NoScriptError) for e in errors):
             raise next(e for e in errors if not isinstance(e, redis.exceptions.NoScriptError))
-        if errors:
+        if errors:  # the refused calls again
             self.client.script_load(state.SCRIPT)
             pipe = self.client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
+            for command, reply in zip(commands, replies[before:], strict=True):
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    pipe.execute_command(*command)
             pipe.execute()
         return done
 
@@ -580,7 +582,7 @@ class Worker:
         confirmed = self._confirm(link)
         side, self._side = self._side, []
         if confirmed or side:
-            acks = [c for d in confirmed for c in self._ack_commands(d)]
+            acks = [c for d in confirmed for c in (*self._dead_commands(d), *self._ack_commands(d))]
             link.writes.send([*acks, *(c for c, _ in side)])
             replies = link.writes.replies()
             for reply in replies:
@@ -634,8 +636,7 @@ class Worker:
 
     def _write(self, registry: Registry, b: _Batch, now: datetime, client: object) -> _Done:
         """The batch checked; its good events committed offline and their online writes made
-        through `client` (a `Recorder` records them, and the bad entries' dead letters after
-        them, for the pipelined loop to send)."""
+        through `client` (a `Recorder` records them, for the pipelined loop to send)."""
         stream = b.stream
         ids: list = []
         good: list[tuple[object, list | dict, dict[str, object]]] = []
@@ -663,8 +664,6 @@ class Worker:
             sum(r.late for r, _ in results),
             bad,
         )
-        if isinstance(client, Recorder):
-            client.commands.extend(self._dead_commands(done))
         return done
 
     def _check(
