@@ -340,7 +340,19 @@ def _document(
                             "content": {"application/json": request_body},
                         },
                         "responses": {
-                            "200": _json("OnlineFeaturesResponse", "One column per feature"),
+                            "200": {
+                                **_json("OnlineFeaturesResponse", "One column per feature"),
+                                "headers": {
+                                    "x-request-id": {
+                                        "description": (
+                                            "The request's id in the feature log "
+                                            "(monitoring.feature_log): the client's own "
+                                            "x-request-id when it sent one, else a new one"
+                                        ),
+                                        "schema": {"type": "string"},
+                                    }
+                                },
+                            },
                             "400": _error("The body is not JSON"),
                             "404": _error("An unknown feature view, feature or feature service"),
                             "409": _error("A stale value of a view whose stale policy is `error`"),
@@ -472,12 +484,13 @@ def _document(
                             "description": (
                                 "Request fields of on-demand features (see /features: each "
                                 "on-demand view lists its `request` fields and types): one object "
-                                "per entity row, or one object for all rows. Timestamps are ISO "
-                                "8601 with a UTC offset."
+                                "per entity row, or one object for all rows (null: none). "
+                                "Timestamps are ISO 8601 with a UTC offset."
                             ),
                             "oneOf": [
                                 {"type": "object"},
                                 {"type": "array", "items": {"type": "object"}},
+                                {"type": "null"},
                             ],
                         },
                         "now": {
