@@ -206,7 +206,7 @@ class StateWriter:
             life_ms = (longest + MARGIN // timedelta(microseconds=1)) // 1000 + shift
             rows = _flat_rows(view, events, times, now_us, encoded)
             touched += len(rows)
-            head = [now_us - longest, life_ms, token]
+            head = [now_us - longest, life_ms]
             groups: dict[int, tuple[list, list]] = {}
             for key, flat in rows.items():
                 name = entity_key(self.namespace, view.versioned_name, key)
@@ -219,7 +219,7 @@ class StateWriter:
                 group[0].append(name)
                 group[0].append(version_key(name))
                 group[1].append(len(flat) // 2)
-                group[1].append(min(flat[0::2]))
+                group[1].append(f"{token}{min(flat[0::2]):>17}")  # its change log entry
                 group[1].extend(flat)
             calls.extend(groups.values())
         return Prepared(calls, now_us, touched)
