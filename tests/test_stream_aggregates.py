@@ -569,6 +569,8 @@ def test_an_indexed_copy_equals_the_direct_evaluation(scenario):
     for at in rnd.sample(sorted(edges), min(40, len(edges))):
         for idx, rows in ((index, first), (index_after, after)):
             want = compiled.values(rows, at)
-            got = idx.values(at)
+            got, until = idx.values(at)
+            # the values hold until `until`: just before it, they are the same
+            assert until > at and compiled.values(rows, min(until - 1, 1 << 61)) == want
             for (agg, _, _), a, b in zip(agg_features(SPECS, WINDOWS), got, want, strict=True):
                 assert same(a, b), f"{agg.name} at {at}: indexed {a!r}, direct {b!r}"

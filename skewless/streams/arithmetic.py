@@ -360,12 +360,19 @@ class Index:
             s.truncate(low)
             s.extend(events)
 
-    def values(self, at_us: int) -> tuple:
+    def values(self, at_us: int) -> tuple[tuple, int]:
+        """The features' values at `at_us`, and the first instant after it at which an event
+        enters or leaves a feature's window (the values hold until then)."""
         out = []
+        until = 1 << 62
         for function, s, hit_at, window_us in self.features:
             times = s.times
             hi = bisect_right(times, at_us)
             lo = bisect_right(times, at_us - window_us, 0, hi)
+            if hi < len(times) and times[hi] < until:
+                until = times[hi]
+            if lo < hi and times[lo] + window_us < until:
+                until = times[lo] + window_us
             n = hi - lo
             if function == "count":
                 out.append(n)
@@ -414,7 +421,7 @@ class Index:
                         )
                     else:
                         out.append(math.sqrt(float(numerator) / float(n * (n - 1))))
-        return tuple(out)
+        return tuple(out), until
 
 
 class _Series:

@@ -263,7 +263,7 @@ READ_SHA = hashlib.sha1(READ_SCRIPT.encode()).hexdigest()
 class _Copy:
     """A reader's copy of one entity's events above `low` (microseconds), as of `version`."""
 
-    __slots__ = ("version", "low", "events", "times", "index")
+    __slots__ = ("version", "low", "events", "times", "index", "at", "until", "values")
 
     def __init__(self, version: bytes, low: int, events: list, times: list[int]):
         self.version = version
@@ -271,6 +271,9 @@ class _Copy:
         self.events = events
         self.times = times
         self.index: Index | None = None
+        self.at = self.until = 0
+        """The values last computed hold for `now` in [at, until)."""
+        self.values: tuple = ()
 
 
 def _log_version(log: bytes | None) -> bytes:
@@ -337,9 +340,13 @@ class WindowCache:
                 return None
             if not self._merge(entry, reply, low_us):
                 return None
+            if entry.at <= now_us < entry.until:
+                return entry.values
             if entry.index is None:
                 entry.index = Index(compiled, entry.events)
-            return entry.index.values(now_us)
+            entry.values, entry.until = entry.index.values(now_us)
+            entry.at = now_us
+            return entry.values
 
     def _fresh(
         self, key: str, version: bytes, members: list, compiled: Compiled, now_us: int, low: int
@@ -369,6 +376,7 @@ class WindowCache:
             times.extend([e[0] for e in fresh])
             if entry.index is not None:
                 entry.index.replace_from(start_us, fresh)
+            entry.until = 0  # the values last computed may have changed
         if len(times) - bisect_right(times, low_us) != count:
             # events pruned since the copy are above this read's edge (a read at an earlier
             # instant than a write), or the state was lost and written again: read it all
@@ -382,4 +390,5 @@ class WindowCache:
                 del times[:below]
                 entry.low = low_us
                 entry.index = None
+                entry.until = 0
         return True
