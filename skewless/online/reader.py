@@ -228,8 +228,9 @@ def _with_aggregates(
     feature_service: str | None,
 ) -> OnlineResult:
     """A read that includes aggregated views: still one round trip (MGET of the plain views'
-    values, one ZRANGEBYSCORE per aggregated entity, the streams' progress marks), then each
-    aggregated view's features evaluated at `now` over its window's events."""
+    values; per aggregated entity, the window read script for a copy this process holds, else its
+    change log and window events; the streams' progress marks), then each aggregated view's
+    features evaluated at `now` (`skewless.streams.state.WindowCache`)."""
     views = plan.views
     n_views = len(views)
     prefix = f"{namespace}:{{"
@@ -248,7 +249,7 @@ def _with_aggregates(
             if compiled is None:
                 plain.append(key)
             else:
-                low = now_us - compiled.aggregation.longest_us
+                low = now_us - compiled.longest_us
                 read = WINDOWS.commands(key, low)
                 agg_keys.append((key, low, len(read)))
                 commands += read

@@ -114,6 +114,7 @@ class Compiled:
 
     def __init__(self, aggregation: Aggregation):
         self.aggregation = aggregation
+        self.longest_us = aggregation.longest_us
         self.common = common_filter(aggregation)
         self.slots = slots(aggregation)
         self.position = {slot: 2 + i for i, slot in enumerate(self.slots)}
