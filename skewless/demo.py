@@ -359,7 +359,7 @@ def monitor() -> list[str]:
     from skewless.orchestrate import run_job
 
     result = run_job("monitor_features")
-    checks = result.get_asset_check_evaluations()
+    checks = [c for c in result.get_asset_check_evaluations() if c.check_name.startswith("drift_")]
     failing = [c.check_name for c in checks if not c.passed]
     lines = [
         f"drift: {len(checks)} views checked, {len(failing)} above thresholds"

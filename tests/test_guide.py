@@ -34,7 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "first-feature-view.md"
 SKEWLESS = os.path.join(os.path.dirname(sys.executable), "skewless")
 _BLOCK = re.compile(r"<!-- guide:(\S+) -->\n```[a-z]*\n(.*?)```\n", re.S)
-_CODE = ("definitions.py", "assets", "checks", "jobs.py", "resources", "sensors", "dagster.yaml")
+_CODE = (
+    "definitions.py",
+    "assets",
+    "checks",
+    "jobs.py",
+    "resources",
+    "sensors",
+    "dagster.yaml",
+    "on_demand",
+)
 
 
 def guide_blocks() -> dict[str, str]:

@@ -34,13 +34,15 @@ SKEWLESS = os.path.join(os.path.dirname(sys.executable), "skewless")
 
 
 def _copy_project(tmp_path: Path) -> Path:
-    """A copy of the project's definitions: `<root>/dbt_project`; returns the root."""
+    """A copy of the project's definitions: `<root>/dbt_project` and `<root>/on_demand`; returns
+    the root."""
     root = tmp_path / "project"
     shutil.copytree(
         ROOT / "dbt_project",
         root / "dbt_project",
         ignore=shutil.ignore_patterns("target", "logs"),
     )
+    shutil.copytree(ROOT / "on_demand", root / "on_demand")
     return root
 
 
@@ -60,7 +62,7 @@ def _rename_temp(root: Path) -> None:
         root / "dbt_project" / "models" / "feature_services.yml",
         "origin_weather_v1:temp\n",
         "origin_weather_v1:temp_f\n",
-        count=3,
+        count=4,
     )
 
 
@@ -423,7 +425,12 @@ def test_a_fresh_clone_publishes_definitions_without_any_data(fresh_database, sv
         ).fetchone() == (True,)
         again = apply(conn, working_copy(), published_by="test", namespace=namespace)
         assert not again.published and again.generation == 1
-    assert set(reader.registry.services) == {"delay_model_v1", "delay_model_v2", "delay_model_v3"}
+    assert set(reader.registry.services) == {
+        "delay_model_v1",
+        "delay_model_v2",
+        "delay_model_v3",
+        "delay_model_v4",
+    }
     read = reader.get_online_features([{"carrier": "UA"}], ["carrier_delay_stats_v1:late_share_7d"])
     assert read.statuses["carrier_delay_stats_v1:late_share_7d"] == ["missing"]
 
