@@ -129,6 +129,9 @@ def append(
     types = _copy_types(stream, columns)
     values = itemgetter(*columns)
     rows = [values(e) for e in first.values()]
+    # in id order: two writers inserting overlapping ids take the unique index's locks in the
+    # same order, so one waits for the other (then takes the path below) instead of deadlocking
+    rows.sort(key=itemgetter(columns.index(stream.event_id)))
     try:
         # all new (the usual case): straight into the table; a stored id aborts the COPY (unique
         # violation) and its transaction, which holds nothing else, is rolled back

@@ -813,7 +813,12 @@ class Worker:
                 handled = self._pump(block=not until_idle) if pipelined else self.step()
                 if until_idle and handled == 0:
                     self._settle()
-                    if set(self._current()[1]) - self._own_pending_done:
+                    by_key = self._current()[1]
+                    for key in by_key:
+                        # claim now, not at the throttled pace: a gone worker may hold more
+                        # entries than one claim moves (a pipelined worker reads one batch ahead)
+                        self._claim(key)
+                    if set(by_key) - self._own_pending_done:
                         handled = -1  # a claim just moved entries here: not idle yet
             except Exception as exc:
                 if not transient(exc):
