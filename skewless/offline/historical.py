@@ -558,7 +558,7 @@ def get_historical_features(
     joined = od.stored if od else wanted
     needed = [k for w in wanted for k in w.view.entity]
     if od:
-        needed += [c for c in on_demand.request_columns(od) if c not in needed]
+        needed += [c for c in od.request if c not in needed]  # request fields: spine columns
     if isinstance(timestamp_column, str):
         needed.append(timestamp_column)
     spine = spines.load(entity_df, kind, needed)

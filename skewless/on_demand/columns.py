@@ -197,13 +197,6 @@ def _served(v: object, t: str, i: int) -> object:
     return v
 
 
-def output_values(values: np.ndarray, mask: np.ndarray) -> list:
-    """An output as served: Python scalars, None for NULL."""
-    if not mask.any():
-        return values.tolist()
-    return [None if m else v for v, m in zip(values.tolist(), mask.tolist(), strict=True)]
-
-
 def output_column(
     values: np.ndarray, mask: np.ndarray, dtype: str
 ) -> pd.api.extensions.ExtensionArray | np.ndarray:

@@ -66,10 +66,6 @@ def plan(registry: Registry, wanted: list[ServiceFeature]) -> Plan | None:
     return Plan(stored, hidden, inputs, outputs, request)
 
 
-def request_columns(plan: Plan) -> list[str]:
-    return list(plan.request)
-
-
 def finish(
     plan: Plan,
     registry: Registry,
