@@ -12,8 +12,17 @@
     actual_dep_ts in [feature_ts - N days, feature_ts), strictly before feature_ts, days counted on
     the local calendar. Rows are emitted for days from the first to the last local date in
     raw.flights, when the entity has at least one departure in the 30-day window.
+
+    INCREMENTAL (macros/incremental_days.sql): a flight leaves at most `reach` local days from its
+    scheduled date (var skewless_departure_reach_days, tested on stg_flights) and counts in 30 days
+    of windows, so a changed flight day d reaches the rows of days d - reach .. d + 29 + reach, and
+    the rows of days a..b read the flights scheduled a - 29 - reach .. b + reach. The calendar is
+    always the whole table's.
 #}
 {% macro delay_window_stats(keys, severe=false, flight_count_30d=true) %}
+{%- set reach = var("skewless_departure_reach_days") -%}
+{%- set plan = incremental_plan(["flights"], reach, 29 + reach) -%}
+{{ incremental_plan_comment(plan, 1) }}
 {%- set key_list = keys | join(', ') -%}
 {%- set group_keys = range(1, keys | length + 1) | join(', ') -%}
 
@@ -23,7 +32,7 @@ calendar as (
     select
         min(flight_date) as first_day,
         max(flight_date) as last_day
-    from flights
+    from {{ ref('stg_flights') }}
 ),
 
 ---------- departed flights per entity per local day of actual departure
@@ -41,6 +50,7 @@ daily as (
         max(loaded_at) as max_loaded_at
     from flights
     where actual_dep_ts is not null
+        and {{ incremental_input(plan, 'flight_date', 29 + reach, reach) }}
     group by {{ group_keys }}, {{ keys | length + 1 }}
 ),
 
@@ -144,6 +154,7 @@ final as (
     cross join calendar
     where windowed.n_departed_30d > 0
         and windowed.day between calendar.first_day and calendar.last_day
+        and {{ incremental_output(plan, 'windowed.day') }}
 )
 
 select * from final

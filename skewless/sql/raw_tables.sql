@@ -79,3 +79,75 @@ create table if not exists raw.airports (
     tzone       text,
     _loaded_at  timestamptz not null default now()
 );
+
+-- The change log incremental feature views read (dbt_project/macros/incremental_days.sql): every
+-- statement that writes a daily table records the days it touched, with its transaction id. A
+-- build stores the snapshot it read under; the next build recomputes the days changed by the
+-- transactions that snapshot did not see, whichever order they committed in, whoever wrote them
+-- (a load, a reload, a hand-made correction). day is NULL when the whole table changed (TRUNCATE).
+create table if not exists raw.changed_days (
+    table_name  text        not null,
+    day         date,
+    xid         xid8        not null default pg_current_xact_id(),
+    changed_at  timestamptz not null default now()
+);
+
+-- What each incremental model has seen: the snapshot its last build read raw under.
+create table if not exists raw.build_state (
+    model     text        primary key,
+    seen      pg_snapshot not null,
+    built_at  timestamptz not null default now()
+);
+
+create or replace function raw.record_changed_days() returns trigger
+language plpgsql as $$
+begin
+    if tg_op = 'TRUNCATE' then
+        insert into raw.changed_days (table_name, day) values (tg_table_name, null);
+    elsif tg_op = 'UPDATE' then
+        execute format(
+            'insert into raw.changed_days (table_name, day)'
+            ' select distinct %2$L, %1$I from old_rows union select distinct %2$L, %1$I from new_rows',
+            tg_argv[0], tg_table_name);
+    else
+        execute format(
+            'insert into raw.changed_days (table_name, day) select distinct %2$L, %1$I from changed_rows',
+            tg_argv[0], tg_table_name);
+    end if;
+    return null;
+end $$;
+
+create or replace trigger flights_inserted after insert on raw.flights
+    referencing new table as changed_rows
+    for each statement execute function raw.record_changed_days('flight_date');
+create or replace trigger flights_deleted after delete on raw.flights
+    referencing old table as changed_rows
+    for each statement execute function raw.record_changed_days('flight_date');
+create or replace trigger flights_updated after update on raw.flights
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function raw.record_changed_days('flight_date');
+create or replace trigger flights_truncated after truncate on raw.flights
+    for each statement execute function raw.record_changed_days('flight_date');
+
+create or replace trigger weather_inserted after insert on raw.weather
+    referencing new table as changed_rows
+    for each statement execute function raw.record_changed_days('obs_date');
+create or replace trigger weather_deleted after delete on raw.weather
+    referencing old table as changed_rows
+    for each statement execute function raw.record_changed_days('obs_date');
+create or replace trigger weather_updated after update on raw.weather
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function raw.record_changed_days('obs_date');
+create or replace trigger weather_truncated after truncate on raw.weather
+    for each statement execute function raw.record_changed_days('obs_date');
+
+-- A dimension changes as a whole for the views that read it (raw.planes: plane_profile).
+create or replace function raw.record_changed_table() returns trigger
+language plpgsql as $$
+begin
+    insert into raw.changed_days (table_name, day) values (tg_table_name, null);
+    return null;
+end $$;
+
+create or replace trigger planes_changed after insert or update or delete or truncate on raw.planes
+    for each statement execute function raw.record_changed_table();

@@ -5,6 +5,12 @@
 -- precip_3h sums precip over the observations with time_hour in [feature_ts - 2h, feature_ts]:
 -- this hour and the two before (hours missing from the source add nothing). It never looks past
 -- feature_ts, so the row holds nothing that was not known at feature_ts.
+--
+-- INCREMENTAL (macros/incremental_days.sql): a changed observation day d (local) reaches the rows
+-- of local days d .. d + 1 (the 3-hour window of the next day's first two hours); the rows of
+-- days a..b read the observations of days a - 1 .. b.
+{%- set plan = incremental_plan(["weather"], 0, 1) %}
+{{ incremental_plan_comment(plan, 0) }}
 
 with
 
@@ -23,6 +29,7 @@ windowed as (
         sum(precip) over w3h as precip_3h,
         max(loaded_at) over w3h as max_loaded_at_3h
     from weather
+    where {{ incremental_input(plan, 'obs_date', 1, 0) }}
     window w3h as (
         partition by origin
         order by time_hour
@@ -48,6 +55,7 @@ final as (
         precip_3h::double precision as precip_3h
 
     from windowed
+    where {{ incremental_output(plan, local_date('windowed.time_hour')) }}
 )
 
 select * from final

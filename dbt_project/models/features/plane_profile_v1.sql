@@ -12,6 +12,13 @@
 -- departed at least once in the previous 8 days (D-7..D): so the first day its 7-day count falls
 -- to 0 is emitted, telling a reader "idle" rather than leaving the last non-zero count standing.
 -- Tail numbers missing from raw.planes get NULL attributes.
+--
+-- INCREMENTAL (macros/incremental_days.sql): a changed flight day d reaches the rows of days
+-- d - reach .. d + 7 + reach (reach: var skewless_departure_reach_days); a change to raw.planes
+-- reaches every row (its _loaded_at is in every row's created_at), so the view is rebuilt whole.
+{%- set reach = var("skewless_departure_reach_days") %}
+{%- set plan = incremental_plan(["flights", "planes"], reach, 7 + reach) %}
+{{ incremental_plan_comment(plan, 1) }}
 
 with
 
@@ -29,7 +36,7 @@ calendar as (
     select
         min(flight_date) as first_day,
         max(flight_date) as last_day
-    from flights
+    from {{ ref('stg_flights') }}
 ),
 
 ---------- departed flights per plane per local day of actual departure
@@ -43,6 +50,7 @@ daily as (
     from flights
     where actual_dep_ts is not null
         and tailnum is not null
+        and {{ incremental_input(plan, 'flight_date', 7 + reach, reach) }}
     group by 1, 2
 ),
 
@@ -120,6 +128,7 @@ final as (
         on planes.tailnum = windowed.tailnum
     where windowed.n_departed_8d > 0
         and windowed.day between calendar.first_day and calendar.last_day
+        and {{ incremental_output(plan, 'windowed.day') }}
 )
 
 select * from final
