@@ -151,3 +151,10 @@ end $$;
 
 create or replace trigger planes_changed after insert or update or delete or truncate on raw.planes
     for each statement execute function raw.record_changed_table();
+
+-- The content of the last load of each dimension table: an identical source is not reloaded.
+create table if not exists raw.dimension_loads (
+    table_name      text        primary key,
+    content_sha256  text        not null,
+    loaded_at       timestamptz not null default now()
+);
