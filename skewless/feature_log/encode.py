@@ -1,8 +1,10 @@
 """One logged read as lines of PostgreSQL's COPY text format: one line per entity row.
 
-Runs in the writer thread, never in the caller's: the caller hands over the response's own
-columns and statuses (no copy), and the JSON encoding happens here. What is per request (ids,
-times, the feature and reference arrays) is formatted once, what is per row as little as possible.
+Runs in the caller's thread (`FeatureLogger.log`, see skewless.feature_log.writer for why), so it
+is kept to a few microseconds per row: what a request shape shares (the feature and reference
+arrays, the text of an all-present status array) is formatted once per shape, what a batch of
+reads shares (served-at time, source, service) once per batch, and a row is a handful of orjson
+calls and one join.
 
 Values keep their types through `jsonb`, which stores numbers as exact decimals:
 - a float is written with the shortest digits that read back as the same float (orjson), so
@@ -74,46 +76,56 @@ def values_json(values: tuple | list, careful: bool = False) -> bytes:
 
 class Shape:
     """What every read of one shape shares (the same features asked the same way): output
-    names, entity key columns, and the COPY text of the `features` and `refs` arrays."""
+    names, entity key columns, the COPY text of the `features` and `refs` arrays, and of a
+    statuses array whose values are all the same (the common case)."""
 
-    __slots__ = ("names", "keys", "shared")
+    __slots__ = ("names", "keys", "shared", "uniform")
 
     def __init__(self, columns: Mapping[str, list], statuses: Mapping[str, list], refs: Mapping):
         self.names = list(statuses)
         self.keys = [k for k in columns if k not in statuses]
         shown = [refs.get(name, name) for name in self.names]
         self.shared = array(self.names) + b"\t" + array(shown) + b"\t"
+        width = len(self.names)
+        self.uniform = {s: ("{" + ",".join([s] * width) + "}").encode() for s in _STATUSES}
 
 
-def rows(item: Item, shape: Shape) -> list[bytes]:
+def rows(item: Item, shape: Shape) -> bytes:
     """The COPY text of one logged read: a line per entity row (the format escapes newlines,
     so a line is a row)."""
     request_id, served_at, source, service, _, _, columns, statuses, request_data = item
     names, keys = shape.names, shape.keys
     n = len(statuses[names[0]]) if names else 0
     if not n:
-        return []
+        return b""
     head = request_id.translate(_COPY_ESCAPES).encode() + b"\t"
     middle = _middle(served_at, source, service)
-    data = _per_row(request_data, n)
     if n == 1:  # the common read: no per-column transposition
         entity = {k: columns[k][0] for k in keys}
         values = [columns[name][0] for name in names]
         states = [statuses[name][0] for name in names]
-        return [_line(head, 0, middle, entity, data[0], shape, values, states)]
+        data = (
+            request_data[0]
+            if type(request_data) is list and len(request_data) == 1
+            else _per_row(request_data, 1)[0]
+        )
+        return _line(head, 0, middle, entity, data, shape, values, states)
+    data = _per_row(request_data, n)
     key_columns = [columns[k] for k in keys]
     key_rows = zip(*key_columns, strict=True) if key_columns else [()] * n
-    return [
-        _line(head, i, middle, dict(zip(keys, key_values, strict=True)), data[i], shape, v, s)
-        for i, (key_values, v, s) in enumerate(
-            zip(
-                key_rows,
-                zip(*[columns[name] for name in names], strict=True),
-                zip(*[statuses[name] for name in names], strict=True),
-                strict=True,
+    return b"".join(
+        [
+            _line(head, i, middle, dict(zip(keys, key_values, strict=True)), data[i], shape, v, s)
+            for i, (key_values, v, s) in enumerate(
+                zip(
+                    key_rows,
+                    zip(*[columns[name] for name in names], strict=True),
+                    zip(*[statuses[name] for name in names], strict=True),
+                    strict=True,
+                )
             )
-        )
-    ]
+        ]
+    )
 
 
 _last: tuple = (None, b"")
@@ -144,14 +156,17 @@ def _middle(served_at: datetime, source: str, service: str | None) -> bytes:
 
 def _line(head, i, middle, entity, data, shape, values, states) -> bytes:
     careful = _INF in values or -_INF in values
-    if _STATUSES.issuperset(states):
+    first = states[0]
+    if states.count(first) == len(states) and first in _STATUSES:
+        marks = shape.uniform[first]
+    elif _STATUSES.issuperset(states):
         marks = ("{" + ",".join(states) + "}").encode()
     else:
         marks = array(list(states))
     return b"".join(
         [
             head,
-            str(i).encode(),
+            b"0" if i == 0 else str(i).encode(),
             middle,
             json_field(_dumps(entity)),
             b"\t",

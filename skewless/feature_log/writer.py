@@ -1,10 +1,11 @@
 """`FeatureLogger`: served vectors to `monitoring.feature_log`, off the request path.
 
-A read hands its response over (`log`: a tuple appended to a bounded queue, O(1), never blocks,
-never raises); a daemon thread wakes every `interval` seconds (or as soon as a batch, or a
-quarter of the queue, is waiting), encodes the waiting reads and writes them with COPY, one
-transaction per batch. The caller never waits for PostgreSQL, and PostgreSQL being slow or down
-costs rows, never a request:
+A read hands its response over (`log`): its rows are encoded at once into the COPY text of
+`monitoring.feature_log` (a few microseconds per entity row, skewless.feature_log.encode) and
+appended to a bounded queue; it never blocks and never raises. A daemon thread wakes every
+`interval` seconds (or as soon as a batch, or a quarter of the queue, is waiting) and writes the
+waiting text with one COPY per batch. The caller never waits for PostgreSQL, and PostgreSQL being
+slow or down costs rows, never a request:
 - a full queue drops the new read's rows (counted: `dropped_queue_full`);
 - a failed write is retried with backoff (each failure counted: `write_errors`); a batch that
   still fails after `retries` attempts is dropped (counted: `dropped_write_failed`);
@@ -12,10 +13,11 @@ costs rows, never a request:
   are isolated: only those are dropped.
 A day's partition is created when a row of that day first arrives (skewless.feature_log.table).
 
-The encoding runs in Python, so it holds the GIL: a thread that needs it meanwhile (the server's
-event loop, woken by a request) would wait up to Python's switch interval (5 ms) for it. The
-writer offers the GIL back every `YIELD_ROWS` rows, so a read waits for a few rows' encoding at
-most, never for a whole batch's.
+Why the caller encodes, not the writer thread: Python code in a second thread holds the GIL, and
+the server's event loop, which gives the GIL up at every socket call, then waits for it (a
+convoy: in a profile, logging in the writer thread cost the loop 2-3x the encoding itself, and
+its queued dicts and lists made the garbage collector's passes longer). Encoded in the caller,
+the queue holds bytes, and the writer only joins them and waits on PostgreSQL (GIL released).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from multiprocessing.util import Finalize
 from typing import NamedTuple
 
@@ -40,8 +42,6 @@ from skewless.feature_log.table import partitions as existing_partitions
 
 log = logging.getLogger("skewless.feature_log")
 
-YIELD_ROWS = 32
-"""Rows encoded between two offers of the GIL to other threads (about 100-200 us of work)."""
 COPY = f"copy {TABLE} ({', '.join(COLUMNS)}) from stdin"
 
 
@@ -103,8 +103,10 @@ class FeatureLogger:
         self._sampled_out = self._write_errors = 0
         self._conn: psycopg.Connection | None = None
         self._days: set = set()  # days known to have a partition
-        self._shapes: dict[tuple, encode.Shape] = {}
-        self._refs_of = None
+        self._shapes: tuple[object, dict[tuple, encode.Shape]] = (None, {})
+        """(registry, shapes resolved with it): replaced whole, so callers in several threads
+        never see shapes of another registry."""
+        self._last_day: tuple[datetime | None, date | None] = (None, None)
         self._thread = threading.Thread(target=self._run, name="skewless-feature-log", daemon=True)
         self._thread.start()
         # at exit, write what is queued: atexit in a plain process; a worker process that
@@ -129,9 +131,9 @@ class FeatureLogger:
     ) -> bool:
         """Queue one read's response for logging: `columns` and `statuses` as the read returned
         them (entity key columns, then one column per output), `features`/`feature_service` as
-        asked (the registry resolves them to pinned references in the writer). The arguments
-        are kept, not copied: the caller must not change them afterwards. False when the read
-        was sampled out or dropped (counted either way)."""
+        asked (the registry resolves them to pinned references, once per request shape). The
+        rows are encoded before this returns, so the caller may reuse the arguments. False when
+        the read was sampled out or dropped (counted either way)."""
         n = 0
         try:
             for values in statuses.values():  # the entity rows: any output's length
@@ -146,25 +148,36 @@ class FeatureLogger:
             with self._lock:
                 self._sampled_out += n
             return False
+        if self._closed or self._queued + n > self.queue_rows:  # full: drop before encoding
+            with self._lock:
+                self._dropped_full += n
+            return False
+        item = (
+            request_id,
+            served_at,
+            source,
+            feature_service,
+            features,
+            registry,
+            columns,
+            statuses,
+            request_data,
+        )
+        try:
+            chunk = encode.rows(item, self._shape(item))
+            day = self._day(served_at)
+        except Exception as exc:  # a value PostgreSQL could not take either: these rows only
+            log.warning("feature log: request %r not logged: %s", request_id, exc)
+            with self._lock:
+                self._dropped_failed += n
+            return False
         with self._lock:
             if self._closed or self._queued + n > self.queue_rows:
                 self._dropped_full += n
                 return False
             before = self._queued
             self._queued = before + n
-            self._items.append(
-                (
-                    request_id,
-                    served_at,
-                    source,
-                    feature_service,
-                    features,
-                    registry,
-                    columns,
-                    statuses,
-                    request_data,
-                )
-            )
+            self._items.append((chunk, n, day))
         if before < self._wake_rows <= before + n:
             self._wake.set()  # a batch (or a quarter of the queue) is waiting: write it now
         return True
@@ -230,10 +243,14 @@ class FeatureLogger:
                     self._write(batch)
                 except Exception:  # a bug: drop the batch, keep the thread alive
                     log.exception("feature log: a batch could not be written")
-                    self._count(failed=sum(_rows(item) for item in batch))
+                    self._count(failed=sum(rows for _, rows, _ in batch))
                 finally:
                     with self._lock:
                         self._in_flight = 0
+                # what arrived meanwhile waits for the next wake-up unless it fills a batch:
+                # a COPY per few rows would cost a round trip each and hold the GIL more often
+                if self._queued < self._wake_rows and not self._stop.is_set():
+                    break
             self._publish()
 
     def _take(self) -> list:
@@ -242,7 +259,7 @@ class FeatureLogger:
         with self._lock:
             items, limit = self._items, self.batch_rows
             while items:
-                n = _rows(items[0])
+                n = items[0][1]
                 if batch and rows + n > limit:
                     break
                 batch.append(items.popleft())
@@ -252,39 +269,23 @@ class FeatureLogger:
         return batch
 
     def _write(self, batch: list) -> None:
-        lines: list[bytes] = []
-        days = set()
-        since_yield = 0
-        last = None  # reads of one batch mostly share a served-at time: its day once
-        for item in batch:
-            try:
-                chunk = encode.rows(item, self._shape(item))
-            except Exception as exc:
-                log.warning("feature log: request %r not logged: %s", item[0], exc)
-                self._count(failed=_rows(item))
-                continue
-            lines.extend(chunk)
-            if item[1] != last:
-                last = item[1]
-                days.add(day_of(last))
-            since_yield += len(chunk)
-            if since_yield >= YIELD_ROWS:
-                time.sleep(0)  # hand the GIL to a waiting server thread (module docstring)
-                since_yield = 0
-        if lines:
-            self._copy(lines, days)
+        """COPY a batch of encoded reads: (text, rows, day) each."""
+        days = {day for _, _, day in batch}
+        self._copy([(chunk, rows) for chunk, rows, _ in batch], days)
 
-    def _copy(self, lines: list[bytes], days: set) -> None:
-        """COPY `lines` in one transaction, retrying connection failures with backoff, and
-        splitting a batch PostgreSQL refuses for its data until the bad rows are alone."""
+    def _copy(self, chunks: list[tuple[bytes, int]], days: set) -> None:
+        """COPY `chunks` (text, rows) with one statement (one transaction), retrying connection
+        failures with backoff, and splitting a batch PostgreSQL refuses for its data until the
+        bad rows are alone."""
+        rows = sum(n for _, n in chunks)
         for attempt in range(self.retries):
             try:
                 conn = self._connection()
                 if not days <= self._days:
                     ensure_partitions(conn, days - self._days)
                     self._days |= days
-                with conn.transaction(), conn.cursor().copy(COPY) as copy:
-                    copy.write(b"".join(lines))
+                with conn.cursor().copy(COPY) as copy:
+                    copy.write(b"".join([chunk for chunk, _ in chunks]))
             except psycopg.errors.CheckViolation:
                 # no partition for a row: one was pruned since this writer looked
                 self._days = set()
@@ -297,19 +298,21 @@ class FeatureLogger:
                 continue
             except psycopg.Error as exc:
                 self._count(errors=1)
-                if len(lines) == 1:
+                if rows == 1:
                     log.warning("feature log: a row was refused by PostgreSQL: %s", exc)
                     self._count(failed=1)
                     return
-                half = len(lines) // 2
-                self._copy(lines[:half], days)
-                self._copy(lines[half:], days)
+                if len(chunks) == 1:  # one read's rows: a line each (COPY text escapes \n)
+                    chunks = [(line + b"\n", 1) for line in chunks[0][0].split(b"\n")[:-1]]
+                half = len(chunks) // 2
+                self._copy(chunks[:half], days)
+                self._copy(chunks[half:], days)
                 return
             else:
-                self._count(logged=len(lines))
+                self._count(logged=rows)
                 return
-        log.warning("feature log: %d rows dropped: PostgreSQL could not be written", len(lines))
-        self._count(failed=len(lines))
+        log.warning("feature log: %d rows dropped: PostgreSQL could not be written", rows)
+        self._count(failed=rows)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -343,8 +346,10 @@ class FeatureLogger:
         """A read's output names, entity keys and pinned references, resolved once per
         registry and request shape."""
         registry, features, service, columns, statuses = item[5], item[4], item[3], item[6], item[7]
-        if registry is not self._refs_of:
-            self._shapes, self._refs_of = {}, registry
+        cached = self._shapes
+        if cached[0] is not registry:
+            cached = self._shapes = (registry, {})
+        shapes = cached[1]
         # the registry, the features and the service decide the columns; their counts are a
         # cheap guard against a caller whose columns differ for the same request
         key = (
@@ -353,17 +358,26 @@ class FeatureLogger:
             len(columns),
             len(statuses),
         )
-        found = self._shapes.get(key)
+        found = shapes.get(key)
         if found is None:
             try:
                 refs = encode.references(registry, features, service)
             except Exception:  # the read succeeded, so this is unexpected: keep the names
                 log.exception("feature log: references of %r not resolved", key[:2])
                 refs = {}
-            if len(self._shapes) >= 1024:
-                self._shapes.clear()
-            found = self._shapes[key] = encode.Shape(columns, statuses, refs)
+            if len(shapes) >= 1024:
+                shapes.clear()
+            found = shapes[key] = encode.Shape(columns, statuses, refs)
         return found
+
+    def _day(self, served_at: datetime) -> date:
+        """The partition day of a served-at time (reads in a row mostly share one)."""
+        last = self._last_day
+        if last[0] == served_at:
+            return last[1]  # type: ignore[return-value]
+        day = day_of(served_at)
+        self._last_day = (served_at, day)
+        return day
 
     def _count(self, *, logged: int = 0, failed: int = 0, errors: int = 0) -> None:
         with self._lock:
@@ -378,12 +392,6 @@ class FeatureLogger:
                 self.on_stats(self.stats())
             except Exception:
                 log.exception("feature log: publishing the counters failed")
-
-
-def _rows(item: tuple) -> int:
-    for values in item[7].values():
-        return len(values)
-    return 0
 
 
 def _close_at_exit(ref: weakref.ref) -> None:

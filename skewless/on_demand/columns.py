@@ -43,20 +43,25 @@ def kind(sql_type: str) -> str:
 def values_array(values: Sequence[object], form: str) -> np.ndarray:
     """Python values (as served, or checked request data) -> the function's array."""
     if form == FLOAT:
-        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        if None in values:
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        return np.array(values, dtype=np.float64)
     if form == TIME:
-        return np.array(
-            [np.datetime64("NaT", "us") if v is None else _micros(v) for v in values],
-            dtype="datetime64[us]",
-        )
+        us = [_NAT if v is None else micros(v) for v in values]
+        return np.array(us, dtype=np.int64).view("datetime64[us]")
     out = np.empty(len(values), dtype=object)
     out[:] = list(values)
     return out
 
 
-def _micros(moment: datetime) -> np.datetime64:
+_NAT = np.iinfo(np.int64).min
+"""NaT as datetime64's int64."""
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime, exactly (no float on the way)."""
     d = moment - _EPOCH
-    return np.datetime64((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds, "us")
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 # -- offline: pandas columns -> arrays -----------------------------------------------------------
@@ -150,7 +155,7 @@ def output_list(value: object, dtype: str, n: int) -> list:
     """An output as served: Python scalars, None for NULL, converted as `output_array` converts
     (the property test holds the two to the same values); plain Python for the few rows of a
     serving request, where numpy's per-call cost would dominate."""
-    t = normal_type(dtype)
+    t = normal(dtype)
     if isinstance(value, pd.Series):
         value = value.to_numpy()
     if isinstance(value, np.ndarray):
@@ -160,6 +165,11 @@ def output_list(value: object, dtype: str, n: int) -> list:
             raise DataError(f": returned shape {value.shape}, expected ({n},) (one value per row)")
         else:
             items = value.tolist()
+            fast = _FAST.get((value.dtype.kind, t))
+            if fast is not None:
+                found = fast(items)
+                if found is not None:
+                    return found
     elif isinstance(value, np.generic | int | float | str | bool) or value is None:
         items = [value.item() if isinstance(value, np.generic) else value] * n
     else:
@@ -167,6 +177,50 @@ def output_list(value: object, dtype: str, n: int) -> list:
         if len(items) != n:
             raise DataError(f": returned {len(items)} values, expected {n} (one value per row)")
     return [_served(v, t, i) for i, v in enumerate(items)]
+
+
+def _floats(items: list) -> list:
+    """A float64 array's values as a double precision output: NaN is NULL."""
+    return [None if v != v else v for v in items]
+
+
+def _float_flags(items: list) -> list | None:
+    """A float64 array's values as a boolean output (NaN is NULL); None when one is neither 0
+    nor 1 (the general path then names the row)."""
+    out = []
+    for v in items:
+        if v == 1:
+            out.append(True)
+        elif v == 0:
+            out.append(False)
+        elif v != v:
+            out.append(None)
+        else:
+            return None
+    return out
+
+
+def _same(items: list) -> list:
+    return items
+
+
+_FAST = {
+    ("f", "double precision"): _floats,
+    ("f", "boolean"): _float_flags,
+    ("b", "boolean"): _same,  # Python bools from a bool array
+}
+"""(array kind, output type) -> the conversion `_served` makes, value by value, without its
+per-value checks (that cannot fail for such an array)."""
+
+_NORMAL: dict[str, str] = {}
+
+
+def normal(dtype: str) -> str:
+    """`normal_type`, remembered: an output's type is normalized per served read."""
+    found = _NORMAL.get(dtype)
+    if found is None:
+        found = _NORMAL[dtype] = normal_type(dtype)
+    return found
 
 
 def _served(v: object, t: str, i: int) -> object:

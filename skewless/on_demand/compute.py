@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from skewless.errors import DataError, OnDemandError
-from skewless.on_demand.columns import output_array, output_list
+from skewless.on_demand.columns import normal, output_array, output_list
 from skewless.registry import FeatureView
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """A view's declared outputs, resolved once (a served read checks them every time)."""
+
+    names: tuple[str, ...]
+    declared: frozenset[str]
+    types: tuple[tuple[str, str, str], ...]
+    """(name, declared type, normalized type)"""
+
+    @classmethod
+    def of(cls, view: FeatureView) -> Outputs:
+        names = tuple(f.name for f in view.features)
+        return cls(
+            names,
+            frozenset(names),
+            tuple((f.name, f.dtype, normal(f.dtype)) for f in view.features),
+        )
+
+
 def compute(
-    view: FeatureView, function, arrays: dict[str, np.ndarray], n: int, served: bool = False
+    view: FeatureView,
+    function,
+    arrays: dict[str, np.ndarray],
+    n: int,
+    served: bool = False,
+    outputs: Outputs | None = None,
 ) -> dict:
     """Outputs by name, each (values, NULL mask) in its declared type; `served`: each a list of
-    Python values instead (`columns.output_list`, the same conversion)."""
+    Python values instead (`columns.output_list`, the same conversion). `outputs`: the view's,
+    when the caller keeps them resolved."""
     try:
         result = function(**arrays)
     except Exception as exc:
@@ -25,8 +52,10 @@ def compute(
             f"on-demand view {view.versioned_name}: its function returned "
             f"{type(result).__name__}, not a dict of outputs"
         )
-    names, declared = view.feature_names, frozenset(view.feature_names)
-    if result.keys() != declared:
+    if outputs is None:
+        outputs = Outputs.of(view)
+    if result.keys() != outputs.declared:
+        names = outputs.names
         missing = [f for f in names if f not in result]
         extra = sorted(set(result) - set(names))
         raise OnDemandError(
@@ -36,16 +65,13 @@ def compute(
             + (f"; undeclared {', '.join(map(str, extra))}" if extra else "")
         )
     out = {}
-    for feature in view.features:
+    for name, dtype, _ in outputs.types:
         try:
-            value = result[feature.name]
-            out[feature.name] = (
-                output_list(value, feature.dtype, n)
-                if served
-                else output_array(value, feature.dtype, n, "")
+            value = result[name]
+            out[name] = (
+                output_list(value, dtype, n) if served else output_array(value, dtype, n, "")
             )
         except DataError as exc:
-            where = f"on-demand view {view.versioned_name}, output {feature.name} ({feature.dtype})"
+            where = f"on-demand view {view.versioned_name}, output {name} ({dtype})"
             raise OnDemandError(f"{where}{exc}") from None
     return out
-

@@ -90,6 +90,8 @@ _OTHER = ENDPOINT_INDEX["other"]
 _EVENTS = ENDPOINT_INDEX["/events"]
 _ONLINE = ENDPOINT_INDEX["/get-online-features"]
 _REQUEST_ID = "skewless.request_id"
+_SERVED = "skewless.served"
+"""Scope key of what a read served, logged once the response is sent."""
 _JSON = b"application/json"
 _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _STATUS_NAMES = ("present", "missing", "stale")
@@ -193,19 +195,25 @@ class ServingApp:
             status, content_type, body = 500, _JSON, error.body()
         if endpoint == _ONLINE:
             headers = [*headers, (b"x-request-id", _request_id(scope).encode())]
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", content_type),
-                    (b"content-length", str(len(body)).encode()),
-                    *headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-        self.metrics.observe(endpoint, status, time.perf_counter() - start)
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", content_type),
+                        (b"content-length", str(len(body)).encode()),
+                        *headers,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            self.metrics.observe(endpoint, status, time.perf_counter() - start)
+        finally:
+            served = scope.get(_SERVED)
+            if served is not None and self.feature_log is not None:
+                # once the answer has left: encoding the log rows costs the client no latency
+                self.feature_log.log(*served)
 
     # -- POST /get-online-features ------------------------------------------------------------
 
@@ -231,27 +239,22 @@ class ServingApp:
             request.now,
         )
         check_entities(entities, self._plans.keys(registry, features, service))
-        od, fields = self._on_demand(registry, request)
-        if od is not None:  # read the stored features it needs with the rest, then compute
-            features, service = list(od.inner), None
+        fields = self._request_fields(registry, request)
         if len(entities) > COALESCE_MAX_ENTITIES or not self.coalesce:
             now = now or clock.now()
-            columns, statuses = self._read(registry, entities, features, service, now)
+            columns, statuses = self._read(registry, entities, features, service, now, fields)
         else:
             columns, statuses, now = await self._coalescer.read(
-                registry, entities, features, service, now
+                registry, entities, features, service, now, fields
             )
-        if od is not None:
-            columns, statuses = _computed(od, columns, statuses, fields, now, len(entities))
-        self.metrics.values(_value_counts(statuses))
         self._log(scope, request, registry, now, columns, statuses)
         response = {"feature_names": list(statuses), "columns": columns, "statuses": statuses}
         return orjson.dumps(response, default=str)
 
     async def _sliced(self, request: OnlineRequest, scope: Scope) -> bytes:
         """A large request read and encoded slice by slice, yielding to the loop in between. Each
-        slice is one Redis round trip; `now` is pinned for all of them, so every value is judged
-        at the same instant."""
+        slice is one Redis round trip (and one run of each on-demand function); `now` is pinned
+        for all of them, so every value is judged at the same instant."""
         registry = self._registry()
         entities, features, service = request.entities, request.features, request.service
         now = request.now or clock.now()
@@ -259,14 +262,19 @@ class ServingApp:
         for start in range(0, len(entities), SLICE_ENTITIES):
             check_entities(entities[start : start + SLICE_ENTITIES], keys, start)
             await asyncio.sleep(0)
-        od, fields = self._on_demand(registry, request)
-        if od is not None:
-            features, service = list(od.inner), None
+        fields = self._request_fields(registry, request)
         columns: dict[str, list] = {}
         statuses: dict[str, list[str]] = {}
         for start in range(0, len(entities), SLICE_ENTITIES):
-            part = entities[start : start + SLICE_ENTITIES]
-            part_columns, part_statuses = self._read(registry, part, features, service, now)
+            end = start + SLICE_ENTITIES
+            part_columns, part_statuses = self._read(
+                registry,
+                entities[start:end],
+                features,
+                service,
+                now,
+                None if fields is None else {k: v[start:end] for k, v in fields.items()},
+            )
             for name, values in part_columns.items():
                 columns.setdefault(name, []).extend(values)
             for name, values in part_statuses.items():
@@ -275,10 +283,7 @@ class ServingApp:
             if self.store.down:  # a later slice would fail anyway: fail now
                 raise store_unavailable()
         if not entities:  # no slice: the empty columns still name the keys and features
-            columns, statuses = self._read(registry, entities, features, service, now)
-        if od is not None:
-            columns, statuses = _computed(od, columns, statuses, fields, now, len(entities))
-        self.metrics.values(_value_counts(statuses))
+            columns, statuses = self._read(registry, entities, features, service, now, fields)
         self._log(scope, request, registry, now, columns, statuses)
         parts = [b'{"feature_names":', orjson.dumps(list(statuses)), b',"columns":{']
         for i, (name, values) in enumerate(columns.items()):
@@ -295,9 +300,10 @@ class ServingApp:
         return b"".join(parts)
 
     def _log(self, scope, request, registry, now, columns, statuses) -> None:
-        """Hand the served vectors to the feature log (a queue append: never blocks or fails)."""
+        """Keep the served vectors for the feature log, which takes them once the response is
+        sent (`__call__`; encoding and a queue append: never blocks or fails)."""
         if self.feature_log is not None:
-            self.feature_log.log(
+            scope[_SERVED] = (
                 _request_id(scope),
                 now,
                 "http",
@@ -309,15 +315,16 @@ class ServingApp:
                 getattr(request, "request_data", None),
             )
 
-    def _on_demand(self, registry: Registry, request: OnlineRequest) -> tuple:
-        """The request's on-demand plan and its checked request fields, or (None, None)."""
+    def _request_fields(self, registry: Registry, request: OnlineRequest) -> dict | None:
+        """The request fields of its on-demand features, checked (422 naming the field); None
+        when it asks for none."""
         if not registry.on_demand_views:
-            return None, None
+            return None
         try:
             od = on_demand.plan(registry, request.features, request.service)
             if od is None:
-                return None, None
-            return od, on_demand.request_arrays(od, request.request_data, len(request.entities))
+                return None
+            return on_demand.request_rows(od, request.request_data, len(request.entities))
         except DataError as exc:
             raise HTTPError(422, "invalid_request_data", str(exc), field="request_data") from None
 
@@ -337,9 +344,15 @@ class ServingApp:
         entities: list,
         features: list[str] | None,
         service: str | None,
-        now: datetime | None,
+        now: datetime,
+        fields: dict[str, list] | None = None,
     ) -> Columns:
-        """One `get_online_features` call, its errors as HTTP errors."""
+        """One `get_online_features` call, its errors as HTTP errors; with `fields` (request
+        fields, per row), the stored features the on-demand ones need are read with the rest,
+        then each on-demand function runs once over all the rows. Counts the values served."""
+        od = None if fields is None else on_demand.plan(registry, features, service)
+        if od is not None:  # the inner read: every stored feature, named by reference
+            features, service = od.inner, None
         try:
             result = self.store.call(
                 get_online_features,
@@ -357,7 +370,11 @@ class ServingApp:
             raise HTTPError(404, "unknown_feature", str(exc)) from None
         except DataError as exc:
             raise HTTPError(422, "data_error", str(exc)) from None
-        return result.columns, result.statuses
+        columns, statuses = result.columns, result.statuses
+        if od is not None:
+            columns, statuses = _computed(od, columns, statuses, fields, now, len(entities))
+        self.metrics.values(_value_counts(statuses))
+        return columns, statuses
 
     # -- POST /events/<stream> ----------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 The requests for the same features that are ready in the same turn of the event loop join one
 batch: one read, one Redis round trip, then each request gets its own rows back. A read's fixed
 cost is ~80 us of CPU and each extra entity ~6 us, so under concurrent load this halves the work;
-a lone request pays one yield to the loop.
+a lone request pays one yield to the loop. Requests with on-demand features bring their checked
+request fields (one list per field, a value per entity row): the batch's are laid end to end like
+its rows, so each on-demand function runs once for the whole batch.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ Columns = tuple[dict[str, list], dict[str, list[str]]]
 ReadResult = tuple[dict[str, list], dict[str, list[str]], datetime]
 """Columns, statuses and the instant the values were judged at (pinned per batch: on-demand
 features take it as the request time, and the feature log records it as the served-at time)."""
-Read = Callable[[Registry, list, "list[str] | None", "str | None", "datetime | None"], Columns]
+Fields = dict[str, list] | None
+"""Request fields of on-demand features, a list of values per field aligned with the rows; None
+when no on-demand feature is asked for."""
+Read = Callable[[Registry, list, "list[str] | None", "str | None", "datetime", Fields], Columns]
 
 
 class Coalescer:
@@ -44,21 +49,22 @@ class Coalescer:
         features: list[str] | None,
         service: str | None,
         now: datetime | None,
+        fields: Fields = None,
     ) -> ReadResult:
         key = (registry, tuple(features) if features is not None else None, service, now)
         batch = self._batches.get(key)
         if batch is not None and len(batch.rows) + len(entities) <= COALESCE_MAX_BATCH:
             waiter = asyncio.get_running_loop().create_future()
-            batch.add(entities, waiter)
+            batch.add(entities, fields, waiter)
             return await waiter
         if self._alone >= 8 and self._alone % 16:
             # The last reads found no company (one client): skip the yield, but keep probing
             # every 16th read, so a burst of concurrent requests turns coalescing back on.
             self._alone += 1
             moment = now or clock.now()
-            return (*self._read(registry, entities, features, service, moment), moment)
+            return (*self._read(registry, entities, features, service, moment, fields), moment)
         batch = self._batches[key] = _Batch(key, registry, features, service, now or clock.now())
-        batch.add(entities, None)  # this request owns the batch and reads for all
+        batch.add(entities, fields, None)  # this request owns the batch and reads for all
         try:
             await asyncio.sleep(0)  # the requests ready in this turn of the loop join
         except BaseException:
@@ -74,17 +80,20 @@ class Coalescer:
         registry, features, service, now = batch.registry, batch.features, batch.service, batch.now
         outcomes: list[tuple | BaseException]
         try:
-            columns, statuses = self._read(registry, batch.rows, features, service, now)
+            columns, statuses = self._read(
+                registry, batch.rows, features, service, now, batch.fields
+            )
         except HTTPError as exc:
             if len(batch.waiters) == 1 or exc.status == 503:
                 outcomes = [exc] * len(batch.waiters)
             else:
-                # One request's stale value (policy 'error') must not fail the others: read each
-                # request on its own, as if it had come alone.
+                # One request's stale value (policy 'error'), or request data an on-demand
+                # function fails on, must not fail the others: read each request on its own,
+                # as if it had come alone.
                 outcomes = []
-                for _, _, rows, _ in batch.waiters:
+                for _, _, rows, fields, _ in batch.waiters:
                     try:
-                        outcomes.append(self._read(registry, rows, features, service, now))
+                        outcomes.append(self._read(registry, rows, features, service, now, fields))
                     except HTTPError as alone:
                         outcomes.append(alone)
         except Exception as exc:  # a bug: every request of the batch answers 500
@@ -98,7 +107,7 @@ class Coalescer:
                         {name: values[start : start + n] for name, values in columns.items()},
                         {name: values[start : start + n] for name, values in statuses.items()},
                     )
-                    for start, n, _, _ in batch.waiters
+                    for start, n, _, _, _ in batch.waiters
                 ]
         for (*_, waiter), outcome in zip(batch.waiters[1:], outcomes[1:], strict=True):
             if waiter.done():  # its task was cancelled
@@ -113,17 +122,28 @@ class Coalescer:
 
 
 class _Batch:
-    """Requests waiting for one coalesced read: their rows end to end, each with its slice. The
-    first is the owner (no future: it reads for all); the others wait on futures."""
+    """Requests waiting for one coalesced read: their rows (and request fields) end to end, each
+    with its slice. The first is the owner (no future: it reads for all); the others wait on
+    futures."""
 
-    __slots__ = ("key", "registry", "features", "service", "now", "rows", "waiters")
+    __slots__ = ("key", "registry", "features", "service", "now", "rows", "fields", "waiters")
 
     def __init__(self, key, registry, features, service, now):
         self.key, self.registry, self.features = key, registry, features
         self.service, self.now = service, now
         self.rows: list = []
-        self.waiters: list[tuple[int, int, list, asyncio.Future | None]] = []
+        self.fields: Fields = None
+        self.waiters: list[tuple[int, int, list, Fields, asyncio.Future | None]] = []
 
-    def add(self, entities: list, waiter: asyncio.Future | None) -> None:
-        self.waiters.append((len(self.rows), len(entities), entities, waiter))
+    def add(self, entities: list, fields: Fields, waiter: asyncio.Future | None) -> None:
+        self.waiters.append((len(self.rows), len(entities), entities, fields, waiter))
         self.rows.extend(entities)
+        if fields is None:
+            return
+        if self.fields is None:  # the owner's lists are copied only when another joins
+            self.fields = fields
+        else:
+            if len(self.waiters) == 2:
+                self.fields = {name: list(values) for name, values in self.fields.items()}
+            for name, values in fields.items():
+                self.fields[name].extend(values)
