@@ -116,6 +116,30 @@ def _latencies(port: int, requests: list[bytes], n: int) -> list[float]:
     return out
 
 
+class _LogBackend:
+    """CPU of the PostgreSQL backend the server's feature log writes through, per row written,
+    from now until `us_per_row` (the backend's /proc entry, the table's row count)."""
+
+    def __init__(self, url: str):
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True)
+        found = self.conn.execute(
+            "select pid from pg_stat_activity where application_name = 'skewless-feature-log'"
+        ).fetchall()
+        self.pids = [pid for (pid,) in found]
+        self.cpu, self.rows = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, int]:
+        (rows,) = self.conn.execute("select count(*) from monitoring.feature_log").fetchone()
+        return sum(hs._proc_cpu(p) for p in self.pids), rows
+
+    def us_per_row(self) -> float:
+        cpu, rows = self._snapshot()
+        self.conn.close()
+        return (cpu - self.cpu) / max(rows - self.rows, 1) * 1e6
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -150,6 +174,7 @@ def bench_http(url: str, pg: str, entities: int, args) -> None:
                         [hs._request("/get-online-features", r) for r in requests],
                         args.requests,
                     )
+                    writer = _LogBackend(pg) if mode in ("od", "log") else None
                     load = hs._throughput(
                         port,
                         [(None, hs._request("/get-online-features", r)) for r in requests],
@@ -159,6 +184,7 @@ def bench_http(url: str, pg: str, entities: int, args) -> None:
                         [proc.pid],
                         redis_pid,
                     )
+                    pg_us = writer.us_per_row() if writer is not None else 0.0
                 finally:
                     hs._stop(proc)
                 result = {
@@ -166,11 +192,16 @@ def bench_http(url: str, pg: str, entities: int, args) -> None:
                     "p99": _pct(lat, 99),
                     "rps": load.rps,
                     "cpu": load.cpu_us["server"],
+                    "other": load.cpu_us["other"],
+                    "redis": load.cpu_us["redis"],
+                    "pg": pg_us,
                     "load_p99": _pct(load.latencies_us, 99),
                 }
                 print(
-                    f"  round {round_ + 1} {mode:<5}: {result['rps']:>8,.0f} req/s "
-                    f"(server CPU {result['cpu']:.0f} us/req), one client p50 "
+                    f"  round {round_ + 1} {mode:<8}: {result['rps']:>8,.0f} req/s "
+                    f"(CPU us/req: server {result['cpu']:.0f}, Redis {result['redis']:.0f}, "
+                    f"log's PostgreSQL backend {result['pg']:.0f} per row, other processes "
+                    f"{result['other']:.0f}), one client p50 "
                     f"{result['p50']:.0f} us p99 {result['p99']:.0f} us"
                 )
                 if mode not in best or result["rps"] > best[mode]["rps"]:
@@ -192,8 +223,7 @@ def bench_http(url: str, pg: str, entities: int, args) -> None:
                 f"{b['rps']:,.0f} req/s p99 {b['p99']:.0f} us against plain {a['rps']:,.0f} req/s "
                 f"p99 {a['p99']:.0f} us: throughput {b['rps'] / a['rps']:.2f}x, p99 "
                 f"{b['p99'] / a['p99']:.2f}x; server CPU per request {a['cpu']:.0f} -> "
-                f"{b['cpu']:.0f} us"
-                + ("  (targets: >= 0.85x, <= 1.25x)" if mode == "od" else "")
+                f"{b['cpu']:.0f} us" + ("  (targets: >= 0.85x, <= 1.25x)" if mode == "od" else "")
             )
     finally:
         hs._cleanup(client, namespace)

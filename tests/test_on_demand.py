@@ -371,3 +371,101 @@ def time_sleep() -> None:
     import time
 
     time.sleep(0.01)
+
+
+# -- HTTP: concurrent reads share one run of the function -----------------------------------------
+
+
+def _http(app, body: dict) -> tuple[int, dict]:
+    """One POST /get-online-features through the ASGI app, as a coroutine."""
+    import orjson
+
+    async def call():
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": orjson.dumps(body), "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/get-online-features", "headers": []}
+        await app(scope, receive, send)
+        return sent[0]["status"], orjson.loads(sent[1]["body"])
+
+    return call()
+
+
+def test_coalesced_http_reads_run_the_function_once_and_answer_as_alone(svc, namespace):
+    """Concurrent requests for the same features join one read: their request fields are laid
+    end to end and the function runs once over all rows, yet every request gets exactly what it
+    gets alone; request data the function fails on fails that request only (500), not the
+    others of its batch."""
+    import asyncio
+
+    from skewless.on_demand import loader
+    from skewless.online.writer import write_rows
+    from skewless.serving.app import ServingApp, redis_client
+
+    bind(MIXED, mixed)
+    client = redis_client(svc.redis_url)
+    now = datetime.now(UTC).replace(microsecond=0)
+    fresh = now - timedelta(hours=1)
+    write_rows(
+        client,
+        namespace,
+        STORED,
+        [(i, fresh, fresh, i * 1.5, 5 + i, i % 2 == 0, f"t{i}") for i in range(6)],
+        now=now,
+    )
+    refs = ["stored_v1:x", *REFS]
+
+    def body(i: int, r_i: int = 3) -> dict:
+        return {
+            "entities": [{"id": i}, {"id": 100 + i}],  # the second has no stored values
+            "features": refs,
+            "now": now.isoformat(),
+            "request_data": [
+                {
+                    "r_ts": (now + timedelta(minutes=i)).isoformat(),
+                    "r_f": 0.5 * i,
+                    "r_i": r_i,
+                    "r_b": i % 3 == 0,
+                    "r_s": "s" * i,
+                },
+                {"r_ts": None, "r_f": None, "r_i": None, "r_b": None, "r_s": None},
+            ],
+        }
+
+    key = (MIXED.versioned_name, MIXED.on_demand.code_hash)
+    calls = []
+
+    def counted(**arrays):
+        calls.append(len(arrays["r_f"]))
+        return mixed(**arrays)
+
+    alone = ServingApp(REGISTRY, client, namespace, coalesce=False)
+    together = ServingApp(REGISTRY, client, namespace, coalesce=True)
+    try:
+        expected = [asyncio.run(_http(alone, body(i))) for i in range(6)]
+        assert all(status == 200 for status, _ in expected)
+        assert expected[1][1]["columns"]["mixed_v1:whole"] == [5 + 1 + 3, None]
+        assert expected[1][1]["statuses"]["mixed_v1:whole"] == ["present", "missing"]
+
+        async def concurrently(bodies):
+            return await asyncio.gather(*(_http(together, b) for b in bodies))
+
+        loader._functions[key] = counted
+        got = asyncio.run(concurrently([body(i) for i in range(6)]))
+        assert calls == [12]  # one run over the 6 requests' 12 rows
+        assert got == expected
+        # 2**63 - 1 + 5 is out of an int output's range: the function's output fails
+        calls.clear()
+        got = asyncio.run(concurrently([body(0), body(1, r_i=2**63 - 1), body(2)]))
+        assert [status for status, _ in got] == [200, 500, 200]
+        assert "int64" in got[1][1]["error"]["message"]
+        assert got[0] == expected[0] and got[2] == expected[2]
+        assert calls == [6, 2, 2, 2]  # the batch failed: each request alone
+    finally:
+        bind(MIXED, mixed)
+        client.close()
