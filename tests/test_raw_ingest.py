@@ -84,3 +84,40 @@ def test_dimensions_load_whole(pg):
         count = pg.execute(f"select count(*) from raw.{name}").fetchone()[0]
         assert count == len(nycflights.read_table(name))
     pg.commit()
+
+
+@pytest.mark.parametrize("table", ["flights", "weather"])
+def test_streamed_days_equal_the_typed_source(pg, table):
+    """`load_days` streams the source file through Arrow; every column lands as the pandas
+    reading of the same file has it (NULLs, integers, doubles to the bit, instants)."""
+    column = nycflights.DAILY[table]
+    first, last = date(2013, 6, 30), date(2013, 7, 1)
+    raw.load_days(pg, table, first, last)
+    source = nycflights.read_days(table, first, last).reset_index(drop=True)
+    names = list(source.columns)
+    rows = pg.execute(
+        f"select {', '.join(names)} from raw.{table} where {column} between %s and %s",
+        (first, last),
+    ).fetchall()
+    assert len(rows) == len(source)
+
+    def key(values) -> tuple:
+        return tuple("" if v is None or v is pd.NA or v != v else str(v) for v in values)
+
+    landed = sorted((tuple(None if v is None else v for v in row) for row in rows), key=key)
+    expected = sorted(
+        (
+            tuple(None if pd.isna(v) else v for v in rec)
+            for rec in source.astype(object).itertuples(index=False, name=None)
+        ),
+        key=key,
+    )
+    for got, want in zip(landed, expected, strict=True):
+        for name, g, w in zip(names, got, want, strict=True):
+            if w is None:
+                assert g is None, name
+            elif name == "time_hour":
+                assert g == w.to_pydatetime(), name
+            else:
+                assert g == w, name
+    pg.commit()

