@@ -98,18 +98,13 @@ def rows(item: Item, shape: Shape) -> bytes:
     n = len(statuses[names[0]]) if names else 0
     if not n:
         return b""
-    head = request_id.translate(_COPY_ESCAPES).encode() + b"\t"
+    if request_id.isprintable() and "\\" not in request_id:  # nothing to escape (the norm)
+        head = request_id.encode() + b"\t"
+    else:
+        head = text(request_id) + b"\t"
     middle = _middle(served_at, source, service)
     if n == 1:  # the common read: no per-column transposition
-        entity = {k: columns[k][0] for k in keys}
-        values = [columns[name][0] for name in names]
-        states = [statuses[name][0] for name in names]
-        data = (
-            request_data[0]
-            if type(request_data) is list and len(request_data) == 1
-            else _per_row(request_data, 1)[0]
-        )
-        return _line(head, 0, middle, entity, data, shape, values, states)
+        return _one(head, middle, columns, statuses, request_data, shape)
     data = _per_row(request_data, n)
     key_columns = [columns[k] for k in keys]
     key_rows = zip(*key_columns, strict=True) if key_columns else [()] * n
@@ -152,6 +147,45 @@ def _middle(served_at: datetime, source: str, service: str | None) -> bytes:
     )
     _last = (key, found)
     return found
+
+
+def _one(head, middle, columns, statuses, request_data, shape) -> bytes:
+    """`_line` of a one-row read, inlined: the serving path's common case."""
+    entity = {k: columns[k][0] for k in shape.keys}
+    values = [columns[name][0] for name in shape.names]
+    states = [statuses[name][0] for name in shape.names]
+    if request_data is None or isinstance(request_data, Mapping):
+        data = request_data
+    else:
+        data = _per_row(request_data, 1)[0]
+    first = states[0]
+    if states.count(first) == len(states) and first in _STATUSES:
+        marks = shape.uniform[first]
+    else:
+        marks = (
+            ("{" + ",".join(states) + "}").encode()
+            if _STATUSES.issuperset(states)
+            else array(list(states))
+        )
+    out = orjson.dumps(values, default=str, option=_OPTIONS)
+    if b"e+" in out or _INF in values or -_INF in values:
+        out = values_json(values, True)
+    return b"".join(
+        [
+            head,
+            b"0",
+            middle,
+            json_field(orjson.dumps(entity, default=str, option=_OPTIONS)),
+            b"\t",
+            NULL if data is None else json_field(orjson.dumps(data, default=str, option=_OPTIONS)),
+            b"\t",
+            shape.shared,
+            json_field(out),
+            b"\t",
+            marks,
+            b"\n",
+        ]
+    )
 
 
 def _line(head, i, middle, entity, data, shape, values, states) -> bytes:

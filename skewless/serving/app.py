@@ -497,12 +497,17 @@ def _request_id(scope: Scope) -> str:
 
 
 def _value_counts(statuses: dict[str, list[str]]) -> dict[str, int]:
-    """Served values by status, counted in C (list.count), not per value in Python."""
+    """Served values by status, counted in C (list.count), not per value in Python; a column
+    whose values are all present (the common case) takes one count."""
     counts = dict.fromkeys(_STATUS_NAMES, 0)
     other = 0
     for values in statuses.values():
-        seen = 0
-        for name in _STATUS_NAMES:
+        n = values.count("present")
+        counts["present"] += n
+        if n == len(values):
+            continue
+        seen = n
+        for name in _STATUS_NAMES[1:]:
             n = values.count(name)
             counts[name] += n
             seen += n
