@@ -255,7 +255,7 @@ def finish(
         assert od is not None
         if od.uses_request_time:
             if at_now is None:
-                at_now = np.full(n, micros(now), dtype="datetime64[us]")
+                at_now = np.array([micros(now)] * n, dtype=np.int64).view("datetime64[us]")
             arrays[REQUEST_TIME] = at_now
         outputs = compute(
             step.view, function_for(step.view), arrays, n, served=True, outputs=step.outputs
