@@ -2,13 +2,14 @@
 
 1. Rows/s the writer sustains: N served vectors (1 entity row x 10 features of mixed types, as
    an HTTP read hands them over) are queued at once into a `FeatureLogger` whose queue holds them
-   all; rows/s from the first `log` call to `flush()` returning (the thread's JSON encoding, the
-   COPY batches, one transaction each). References on the same rows, same table, same batch size:
+   all; rows/s from the first `log` call to `flush()` returning (the caller's encoding, the
+   writer thread's COPY batches, one statement each). References on the same rows, same table,
+   same batch size:
    - plain COPY: the rows as Python tuples (JSON as `Jsonb`) through psycopg's `write_row`, what a
      hand-written logger does in one thread;
-   - COPY of the text already encoded (the bytes the writer builds), the server's floor.
-   Also the CPU this process spent per row (the writer competes with the server for the GIL),
-   and the PostgreSQL backend's.
+   - COPY of the text already encoded (the bytes `log` builds), the server's floor.
+   Also the CPU this process spent per row (the encoding, in the caller; the writer thread only
+   joins and copies), and the PostgreSQL backend's.
 2. 10,000 requests/s offered: a producer thread calls `log` paced at R requests/s (default
    10,000) for S seconds, with the default settings (queue 100,000 rows, batches of 5,000): the
    rows dropped (queue full), the deepest queue seen, the time to drain after the producer stops,
@@ -179,11 +180,11 @@ def _plain_copy(url: str, reads: list, batch_rows: int) -> tuple[float, float, f
 
 
 def _text_copy(url: str, reads: list, batch_rows: int) -> tuple[float, float, float]:
-    """The text the writer builds, encoded beforehand: only the COPY is timed."""
+    """The text `log` builds, encoded beforehand: only the COPY is timed."""
     lines = []
     for i, (columns, statuses) in enumerate(reads):
         item = (f"t{i}", DAY, "http", None, ASKED, REGISTRY, columns, statuses, None)
-        lines.extend(encode.rows(item, encode.Shape(columns, statuses, {})))
+        lines.append(encode.rows(item, encode.Shape(columns, statuses, {})))
     chunks = [b"".join(lines[s : s + batch_rows]) for s in range(0, len(lines), batch_rows)]
     with psycopg.connect(url, autocommit=True) as conn:
         backend = conn.info.backend_pid
