@@ -7,11 +7,14 @@ work without them, measured in the same run.
    weekend or holiday, from a `scheduled_departure` request field and the request time) with
    feature logging on (every vector to `monitoring.feature_log` of the bench database).
    Throughput from C concurrent keep-alive connections for D seconds, and p50/p99 from one client;
-   the two servers alternate R times and the best run of each counts. Targets: throughput >= 0.85x,
-   p99 <= 1.25x.
+   the servers alternate R times and the best run of each counts. Targets: throughput >= 0.85x,
+   p99 <= 1.25x. Each run also prints CPU per request of the server, Redis and the other
+   processes (PostgreSQL, and on a shared machine everybody else's jobs), and of the PostgreSQL
+   backend the feature log writes through, per row written.
 2. The per-request cost of each part, in-process: `get_online_features` for the stored features;
    the same with the two on-demand features (request data checked, the function run); and the
-   feature log's `log()` call (the enqueue; encoding and COPY run in the writer thread).
+   feature log's `log()` call (the row's COPY text encoded, then queued; the COPY runs in the
+   writer thread; the server calls it once the response is sent).
 3. Training: the on-demand part of `get_historical_features` (`skewless.on_demand.offline.finish`:
    request columns checked and converted, both demo functions run, outputs typed) over 1M spine
    rows, rows/s; reference: the two functions alone on ready numpy arrays. Target >= 1M rows/s.
@@ -266,7 +269,7 @@ def bench_parts(url: str, pg: str, entities: int, n: int) -> None:
 
     try:
         timings = {}
-        for name, fn in (("stored only", plain), ("+ on-demand", with_od), ("log() enqueue", log)):
+        for name, fn in (("stored only", plain), ("+ on-demand", with_od), ("log() call", log)):
             for e in range(300):
                 fn(e % entities)
             samples = []
@@ -281,8 +284,8 @@ def bench_parts(url: str, pg: str, entities: int, n: int) -> None:
             f"per request, in-process (median of {n:,}): get_online_features stored only "
             f"{timings['stored only']:.1f} us; with the 2 on-demand features "
             f"{timings['+ on-demand']:.1f} us (the on-demand part {od_cost:.1f} us: request data "
-            f"checked, function run, outputs typed); feature log enqueue "
-            f"{timings['log() enqueue']:.1f} us"
+            f"checked, function run, outputs typed); feature log `log()` (encode and queue) "
+            f"{timings['log() call']:.1f} us"
         )
     finally:
         logger.close()
