@@ -404,6 +404,7 @@ def test_coalesced_http_reads_run_the_function_once_and_answer_as_alone(svc, nam
     import asyncio
 
     from skewless.on_demand import loader
+    from skewless.online.reader import get_online_features
     from skewless.online.writer import write_rows
     from skewless.serving.app import ServingApp, redis_client
 
@@ -466,6 +467,22 @@ def test_coalesced_http_reads_run_the_function_once_and_answer_as_alone(svc, nam
         assert "int64" in got[1][1]["error"]["message"]
         assert got[0] == expected[0] and got[2] == expected[2]
         assert calls == [6, 2, 2, 2]  # the batch failed: each request alone
+        # a large request is read in slices of 500 rows, each with its rows' request fields
+        calls.clear()
+        large = {
+            "entities": [{"id": i % 8} for i in range(1_100)],
+            "features": refs,
+            "now": now.isoformat(),
+            "request_data": [{**body(i % 7)["request_data"][0], "r_i": i} for i in range(1_100)],
+        }
+        status, answer = asyncio.run(_http(alone, large))
+        assert status == 200 and calls == [500, 500, 100]
+        served = get_online_features(
+            client, REGISTRY, namespace, large["entities"], refs, now=now,
+            request_data=large["request_data"],
+        )  # fmt: skip
+        assert answer["columns"] == served.columns and answer["statuses"] == served.statuses
+        assert answer["columns"]["mixed_v1:whole"][:3] == [5 + 0, 5 + 1 + 1, 5 + 2 + 2]
     finally:
         bind(MIXED, mixed)
         client.close()
