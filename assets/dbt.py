@@ -15,6 +15,7 @@ from dagster import (
     AssetKey,
     AssetSpec,
     AutomationCondition,
+    Config,
     MetadataValue,
     Output,
     TableColumn,
@@ -130,11 +131,24 @@ class SkewlessTranslator(DagsterDbtTranslator):
 translator = SkewlessTranslator()
 
 
+class DbtBuildConfig(Config):
+    full_refresh: bool = False
+    """Rebuild the selected feature views from scratch (dbt's --full-refresh) instead of the days
+    raw changes reach: the same rows, at the cost of the whole history."""
+
+
 @dbt_assets(manifest=MANIFEST, dagster_dbt_translator=translator)
-def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, postgres: PostgresResource):
+def dbt_models(
+    context: AssetExecutionContext,
+    config: DbtBuildConfig,
+    dbt: DbtCliResource,
+    postgres: PostgresResource,
+):
     """Build and test the selected models; a failing test fails the run before anything downstream.
 
     The version guard runs first: a schema changed under a registered version builds nothing.
+    Feature views build incrementally (dbt_project/macros/incremental_days.sql) unless the run
+    config asks for a full refresh.
     """
     by_key = {
         feature_view_asset_key(name): view
@@ -147,15 +161,16 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, postgres: Po
         if _training_meta(node)
     }
     with retry_transient(context, "dbt build"):
-        yield from _build(context, dbt, postgres, by_key, training)
+        yield from _build(context, dbt, postgres, by_key, training, config.full_refresh)
 
 
-def _build(context, dbt, postgres, by_key, training):
+def _build(context, dbt, postgres, by_key, training, full_refresh):
     """The build itself, inside `retry_transient`: a lost server reruns it, a failed test not."""
     with postgres.connect() as conn:
         check_versions(conn, REGISTRY)
     # column metadata and column-level lineage (from the compiled SQL) for the UI
-    for event in dbt.cli(["build"], context=context).stream().fetch_column_metadata():
+    args = ["build", "--full-refresh"] if full_refresh else ["build"]
+    for event in dbt.cli(args, context=context).stream().fetch_column_metadata():
         if isinstance(event, Output):
             key = context.asset_key_for_output(event.output_name)
             log.info(f"dbt: built {key.to_user_string()}")

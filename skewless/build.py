@@ -109,8 +109,9 @@ class BuildReport:
         return out
 
 
-def build(names: list[str], services: list[str] = ()) -> BuildReport:
-    """Build, check and publish the views named (see `select_views`) in one Dagster run.
+def build(names: list[str], services: list[str] = (), *, full_refresh: bool = False) -> BuildReport:
+    """Build, check and publish the views named (see `select_views`) in one Dagster run: the days
+    raw changes reach since their last build, or everything with `full_refresh`.
 
     Raises DefinitionError for an unknown view or service, DataError when a daily raw table the
     views read is empty, and `orchestrate.RunFailed` (cause, run id, log path) when the run fails.
@@ -150,7 +151,10 @@ def build(names: list[str], services: list[str] = ()) -> BuildReport:
         + (f" (loading empty raw.{', raw.'.join(load_raw)} first)" if load_raw else "")
     )
     run = orchestrate.build_views(
-        names_built, load_raw=load_raw, tags={"skewless/build": ",".join(names_built)}
+        names_built,
+        load_raw=load_raw,
+        tags={"skewless/build": ",".join(names_built)},
+        full_refresh=full_refresh,
     )
     if not run.success:
         raise orchestrate.RunFailed(f"build of {', '.join(names_built)} failed", run)

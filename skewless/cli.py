@@ -95,7 +95,7 @@ def _build(args: argparse.Namespace) -> int:
     from skewless.build import build
     from skewless.progress import log
 
-    report = build(args.views, args.service or [])
+    report = build(args.views, args.service or [], full_refresh=args.full_refresh)
     for line in report.lines():
         log.info(line)
     return 0
@@ -579,6 +579,12 @@ def parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--service", action="append", help="also every view version a feature service reads"
+    )
+    build.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild the views from the whole history (dbt --full-refresh) instead of the days "
+        "raw changes reach since their last build; gives the same rows",
     )
     build.set_defaults(fn=_build)
     new = sub.add_parser("new", help="scaffold a definition: `new view <name> --entity <cols>`")

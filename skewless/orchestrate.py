@@ -124,8 +124,9 @@ def _write_event_log(instance, run_id: str, path: Path) -> None:
                 out.write(error.to_string() + "\n")
 
 
-def _execute(instance, job, *, tags: Mapping[str, str], **kwargs):
-    """One in-process run with its own log file; returns Dagster's result."""
+def _execute(instance, job, *, tags: Mapping[str, str], ops: Mapping[str, Any] = {}, **kwargs):
+    """One in-process run with its own log file; returns Dagster's result. `ops` is the run
+    config of the job's ops (`{"dbt_models": {"config": {"full_refresh": True}}}`)."""
     run_id = str(uuid.uuid4())
     path = run_log_path(run_id)
     with _stdout_to(path):
@@ -133,7 +134,7 @@ def _execute(instance, job, *, tags: Mapping[str, str], **kwargs):
             instance=instance,
             run_id=run_id,
             tags={**tags, **host_tags()},
-            run_config=_console(),
+            run_config={**_console(), **({"ops": dict(ops)} if ops else {})},
             raise_on_error=False,
             **kwargs,
         )
@@ -289,12 +290,17 @@ def outcome(result) -> RunOutcome:
 
 
 def build_views(
-    view_names: Iterable[str], *, load_raw: Iterable[str] = (), tags: Mapping[str, str] = {}
+    view_names: Iterable[str],
+    *,
+    load_raw: Iterable[str] = (),
+    tags: Mapping[str, str] = {},
+    full_refresh: bool = False,
 ) -> RunOutcome:
     """Build feature views (versioned names) and publish them online, as one `build_features`
     run restricted to them and what they need upstream (jobs.build_views_selection).
 
-    `load_raw` names raw tables (`planes`) to load in the same run. The run is recorded in the
+    `load_raw` names raw tables (`planes`) to load in the same run; `full_refresh` rebuilds the
+    views from scratch instead of the days raw changes reach. The run is recorded in the
     instance, so the UI shows it; its full log is at `run_log_path(run_id)`.
     """
     prepare_dagster_home()
@@ -313,8 +319,9 @@ def build_views(
         asset_selection=selection.resolve(graph),
         asset_check_selection=selection.resolve_checks(graph),
     )
+    ops = {"dbt_models": {"config": {"full_refresh": True}}} if full_refresh else {}
     with DagsterInstance.get() as instance:
-        return outcome(_execute(instance, job, tags=tags))
+        return outcome(_execute(instance, job, tags=tags, ops=ops))
 
 
 def code_location_registry():
