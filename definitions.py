@@ -19,6 +19,7 @@ from checks.quality import quality_check
 from checks.schema import schema_check
 from jobs import (
     build_features_job,
+    build_training_sets_job,
     daily_refresh_job,
     monitor_features_job,
     monitor_serving_skew_job,
@@ -65,6 +66,7 @@ defs = Definitions(
     jobs=[
         raw_days_job,
         build_features_job,
+        build_training_sets_job,
         daily_refresh_job,
         monitor_features_job,
         monitor_serving_skew_job,

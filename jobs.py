@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from dagster import AssetKey, AssetSelection, define_asset_job
 
-from assets.constants import RAW
+from assets.constants import RAW, TRAINING
 from assets.monitoring import FEATURE_DRIFT_KEY
 from assets.raw import raw_flights, raw_weather
 from assets.serving_skew import SERVING_SKEW_KEY
@@ -35,10 +35,27 @@ raw_days_job = define_asset_job(
     description="Load a range of days of raw flights and weather (one run for any range).",
 )
 
+training_sets = AssetSelection.groups(TRAINING)
+# Left out of build runs too: a training set is rebuilt from every row of its views (about 10 s a
+# year, growing with history), which a landed day must not wait for before it reaches Redis; its
+# own job and an hourly automation condition rebuild it after its views changed.
+
 build_features_job = define_asset_job(
     "build_features",
-    selection=AssetSelection.all() - daily_raw - monitoring - freshness_selection - rebuilds,
+    selection=AssetSelection.all()
+    - daily_raw
+    - monitoring
+    - freshness_selection
+    - rebuilds
+    - training_sets,
     description="Raw dimensions, dbt build with its tests, then the online views in Redis.",
+)
+
+build_training_sets_job = define_asset_job(
+    "build_training_sets",
+    selection=training_sets,
+    description="The dbt training sets (point-in-time joins of their feature services), with "
+    "their tests.",
 )
 
 daily_refresh_job = define_asset_job(

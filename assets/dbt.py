@@ -32,6 +32,7 @@ from skewless.progress import log
 from skewless.registry import FeatureView, load_registry
 from skewless.registry.store import check_versions, record_materialization
 
+TRAINING_REBUILD_CRON = "0 * * * *"
 MANIFEST = ensure_manifest()
 REGISTRY = load_registry(MANIFEST)
 
@@ -70,9 +71,10 @@ class SkewlessTranslator(DagsterDbtTranslator):
     def get_automation_condition(
         self, dbt_resource_props: Mapping[str, Any]
     ) -> AutomationCondition | None:
-        """Training sets rebuild when a feature view they read changes (automation sensor)."""
+        """Training sets rebuild at most hourly after a feature view they read changed (automation
+        sensor): a rebuild reads every row of the views, which each landed day must not pay."""
         if _training_meta(dbt_resource_props):
-            return AutomationCondition.eager()
+            return AutomationCondition.on_cron(TRAINING_REBUILD_CRON)
         return None
 
     def get_owners(self, dbt_resource_props: Mapping[str, Any]):

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import sys
+import time as time_module
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping
@@ -143,9 +144,10 @@ def _execute(instance, job, *, tags: Mapping[str, str], ops: Mapping[str, Any] =
 
 
 def materialize_days(first: date, last: date) -> list:
-    """Load days [first, last] (one run, a single-run backfill), then build everything downstream.
+    """Load days [first, last] (one run, a single-run backfill), build everything downstream and
+    publish it online (a second run), then the training sets (a third: off the path to Redis).
 
-    Both runs are recorded in the instance, so the UI shows them; returns their results, stopping
+    The runs are recorded in the instance, so the UI shows them; returns their results, stopping
     after the first that fails. The replay clock moves to the end of the range only once the raw
     run has committed the days (and before the build, whose online values expire by it): a load
     that fails or is killed midway leaves the clock where it was, never ahead of the data.
@@ -166,9 +168,15 @@ def materialize_days(first: date, last: date) -> list:
     }
     results = []
     with DagsterInstance.get() as instance:
-        for job_name, tags in (("raw_days", days), ("build_features", {})):
+        for job_name, tags in (
+            ("raw_days", days),
+            ("build_features", {}),
+            ("build_training_sets", {}),
+        ):
+            started = time_module.monotonic()
             result = _execute(instance, defs.resolve_job_def(job_name), tags=tags)
             results.append(result)
+            log.info(f"{job_name} run: {time_module.monotonic() - started:.1f} s")
             if not result.success:
                 break
             if job_name == "raw_days":

@@ -75,7 +75,11 @@ def materialized(svc):
     from skewless.orchestrate import materialize_days
 
     results = materialize_days(FIRST, LAST)
-    assert [r.dagster_run.job_name for r in results] == ["raw_days", "build_features"]
+    assert [r.dagster_run.job_name for r in results] == [
+        "raw_days",
+        "build_features",
+        "build_training_sets",
+    ]
     assert all(r.success for r in results)
     return results
 

@@ -150,14 +150,19 @@ def test_training_set_is_an_asset_downstream_of_the_views_it_pins(defs):
 
 
 def test_online_views_and_training_sets_follow_their_feature_views(defs):
-    """Declarative automation: eager conditions on both, evaluated by a running sensor."""
+    """Declarative automation evaluated by a running sensor: online views eagerly, training sets
+    at most hourly (they are not in the build runs a landed day waits for)."""
     spec = {s.key: s for s in defs.resolve_all_asset_specs()}
-    for key in (
-        AssetKey(["online", "carrier_delay_stats_v1"]),
-        AssetKey(["training", "delay_training"]),
-    ):
-        assert spec[key].automation_condition is not None
-        assert spec[key].automation_condition.get_label() == "eager"
+    online = spec[AssetKey(["online", "carrier_delay_stats_v1"])].automation_condition
+    assert online is not None and online.get_label() == "eager"
+    training = spec[AssetKey(["training", "delay_training"])].automation_condition
+    assert training is not None and "0 * * * *" in str(training.get_label() or training.name)
+    build = defs.resolve_job_def("build_features").asset_layer.executable_asset_keys
+    assert AssetKey(["training", "delay_training"]) not in build
+    assert AssetKey(["features", "plane_profile_v1"]) in build
+    assert defs.resolve_job_def("build_training_sets").asset_layer.executable_asset_keys == {
+        AssetKey(["training", "delay_training"])
+    }
     sensor = defs.resolve_sensor_def("serving_automation_sensor")
     assert sensor.default_status.value == "RUNNING"
     targeted = sensor.asset_selection.resolve(defs.resolve_asset_graph())
