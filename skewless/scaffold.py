@@ -297,6 +297,8 @@ models:
       time among them.
     latest_version: 1
     config:
+      # rebuilt whole at each build: its running count reads all history. A view whose rows read
+      # bounded windows builds incrementally instead (README, "Incremental builds")
       materialized: table
       contract:
         enforced: true
