@@ -16,6 +16,15 @@ with
 
 {{ departed_flights() }},
 
+-- each sampled row's window starts, computed once per row rather than once per candidate flight
+bounds as (
+    select
+        s.*,
+        {{ local_days_before('s.feature_ts', 7) }} as start_7d,
+        {{ local_days_before('s.feature_ts', 30) }} as start_30d
+    from sampled as s
+),
+
 -- every departed flight of the entity in the 30-day window, joined row by row (a range join
 -- rather than a correlated subquery per row: same brute force, but the planner can hash on the key)
 window_flights as (
@@ -23,12 +32,12 @@ window_flights as (
         s.row_num,
         f.dep_delay,
         f._loaded_at,
-        f.dep_at >= {{ local_days_before('s.feature_ts', 7) }} as in_7d
-    from sampled as s
+        f.dep_at >= s.start_7d as in_7d
+    from bounds as s
     inner join departed as f
         on {% for key in keys %}f.{{ key }} = s.{{ key }}{% if not loop.last %} and {% endif %}{% endfor %}
         and f.dep_at < s.feature_ts
-        and f.dep_at >= {{ local_days_before('s.feature_ts', 30) }}
+        and f.dep_at >= s.start_30d
 ),
 
 -- materialized: the planner guesses `sampled` at 1 row and would rerun this aggregate once per

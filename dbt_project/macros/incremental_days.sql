@@ -157,13 +157,26 @@
 {% endmacro %}
 
 
-{# Post-hook: the snapshot this build read raw under (its plan's), in the model's transaction. #}
+{# Post-hook, in the model's transaction: the snapshot this build read raw under (its plan's)
+   and the feature_ts ranges it rewrote (NULL: all), which the no-leakage tests sample. #}
 {% macro record_incremental_state() %}
     {%- set parsed = skewless_plan_from_compiled(model.compiled_code) if execute else none -%}
     {%- if parsed is not none -%}
         {%- set plan = parsed["plan"] -%}
-        insert into raw.build_state (model, seen, built_at)
-        values ('{{ this.schema }}.{{ this.identifier }}', '{{ plan["snapshot"] }}'::pg_snapshot, now())
-        on conflict (model) do update set seen = excluded.seen, built_at = excluded.built_at
+        {%- set offset = parsed["ts_offset_days"] -%}
+        {%- set ranges = [] -%}
+        {%- for range in plan["days"] -%}
+            {%- do ranges.append("tstzrange(" ~ local_day_start("date '" ~ range[0] ~ "' + " ~ offset)
+                ~ ", " ~ local_day_start("date '" ~ range[1] ~ "' + 1 + " ~ offset) ~ ")") -%}
+        {%- endfor -%}
+        insert into raw.build_state (model, seen, built_at, rows_written)
+        values (
+            '{{ this.schema }}.{{ this.identifier }}',
+            '{{ plan["snapshot"] }}'::pg_snapshot,
+            now(),
+            {% if plan["mode"] == "all" %}null{% else %}tstzmultirange({{ ranges | join(", ") }}){% endif %}
+        )
+        on conflict (model) do update
+        set seen = excluded.seen, built_at = excluded.built_at, rows_written = excluded.rows_written
     {%- endif -%}
 {% endmacro %}

@@ -6,12 +6,21 @@
 {# CTEs `features` and `sampled`: about `n` rows of `relation`, spread evenly by key order
    (every row of a small table), numbered by `row_num`. #}
 {% macro sampled_feature_rows(relation, keys, n=300) %}
+-- an incremental view: the rows its latest build rewrote (raw.build_state.rows_written); the rows
+-- it did not touch were proven by the build that wrote them. A full build: every row.
+written as (
+    select rows_written
+    from raw.build_state
+    where model = '{{ relation.schema }}.{{ relation.identifier }}'
+),
+
 features as (
     select
         *,
         row_number() over (order by {{ keys | join(', ') }}, feature_ts) as row_num,
         count(*) over () as n_rows
     from {{ relation }}
+    where coalesce((select rows_written @> feature_ts from written), true)
 ),
 
 sampled as (
@@ -23,12 +32,17 @@ sampled as (
 {# CTE `departed`: raw.flights (not staging) that left, with the actual departure computed here
    independently of the models: scheduled hour and minute plus the departure delay. Cancelled
    flights (NULL dep_delay) are in no window. #}
-{% macro departed_flights() %}
+{% macro departed_flights(days_before=40) %}
 departed as (
     select
         *,
         time_hour + minute * interval '1 minute' + dep_delay * interval '1 minute' as dep_at
     from {{ source('raw', 'flights') }}
     where dep_delay is not null
+        -- only the days the sampled rows' windows can reach (with a wide margin): a sample of the
+        -- latest build's rows reads the flights of those days, not of the whole history
+        and flight_date between
+            (select min(feature_ts)::date - {{ days_before }} from sampled)
+            and (select max(feature_ts)::date + 1 from sampled)
 )
 {% endmacro %}

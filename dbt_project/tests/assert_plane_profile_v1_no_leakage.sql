@@ -15,16 +15,24 @@ with
 
 -- every departed flight of the plane in the 8-day window, joined row by row (a range join rather
 -- than a correlated subquery per row: same brute force, but the planner can hash on tailnum)
+bounds as (
+    select
+        s.*,
+        {{ local_days_before('s.feature_ts', 7) }} as start_7d,
+        {{ local_days_before('s.feature_ts', 8) }} as start_8d
+    from sampled as s
+),
+
 window_flights as (
     select
         s.row_num,
         f._loaded_at,
-        f.dep_at >= {{ local_days_before('s.feature_ts', 7) }} as in_7d
-    from sampled as s
+        f.dep_at >= s.start_7d as in_7d
+    from bounds as s
     inner join departed as f
         on f.tailnum = s.tailnum
         and f.dep_at < s.feature_ts
-        and f.dep_at >= {{ local_days_before('s.feature_ts', 8) }}
+        and f.dep_at >= s.start_8d
 ),
 
 recomputed as (

@@ -98,6 +98,9 @@ create table if not exists raw.build_state (
     seen      pg_snapshot not null,
     built_at  timestamptz not null default now()
 );
+-- and the feature_ts ranges its last build rewrote (NULL: the whole table), which the no-leakage
+-- tests sample: the rows a build did not touch were proven when they were written.
+alter table raw.build_state add column if not exists rows_written tstzmultirange;
 
 create or replace function raw.record_changed_days() returns trigger
 language plpgsql as $$
