@@ -48,7 +48,7 @@ def values_array(values: Sequence[object], form: str) -> np.ndarray:
         return np.array(values, dtype=np.float64)
     if form == TIME:
         us = [_NAT if v is None else micros(v) for v in values]
-        return np.array(us, dtype=np.int64).view("datetime64[us]")
+        return np.array(us, dtype=np.int64).view(US)
     out = np.empty(len(values), dtype=object)
     out[:] = list(values)
     return out
@@ -56,6 +56,8 @@ def values_array(values: Sequence[object], form: str) -> np.ndarray:
 
 _NAT = np.iinfo(np.int64).min
 """NaT as datetime64's int64."""
+US = np.dtype("datetime64[us]")
+"""The timestamps' dtype, made once (a dtype from its name is parsed at every call)."""
 
 
 def micros(moment: datetime) -> int:
@@ -156,7 +158,7 @@ def output_list(value: object, dtype: str, n: int) -> list:
     (the property test holds the two to the same values); plain Python for the few rows of a
     serving request, where numpy's per-call cost would dominate."""
     t = normal(dtype)
-    if isinstance(value, pd.Series):
+    if type(value) is not np.ndarray and isinstance(value, pd.Series):
         value = value.to_numpy()
     if isinstance(value, np.ndarray):
         if value.ndim == 0:

@@ -21,7 +21,7 @@ from functools import cached_property
 import numpy as np
 
 from skewless.errors import DataError
-from skewless.on_demand.columns import kind, micros, values_array
+from skewless.on_demand.columns import US, kind, micros, values_array
 from skewless.on_demand.compute import Outputs, compute
 from skewless.on_demand.loader import function_for
 from skewless.on_demand.model import REQUEST_TIME
@@ -255,7 +255,7 @@ def finish(
         assert od is not None
         if od.uses_request_time:
             if at_now is None:
-                at_now = np.array([micros(now)] * n, dtype=np.int64).view("datetime64[us]")
+                at_now = np.array([micros(now)] * n, dtype=np.int64).view(US)
             arrays[REQUEST_TIME] = at_now
         outputs = compute(
             step.view, function_for(step.view), arrays, n, served=True, outputs=step.outputs
