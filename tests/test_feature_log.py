@@ -243,6 +243,43 @@ def test_a_row_postgres_refuses_is_dropped_alone(logger, log_url):
     assert stats.dropped_write_failed == 1 and stats.logged == 2 and stats.queue_rows == 0
 
 
+def test_a_large_read_is_encoded_by_the_writer_with_the_same_rows(logger, log_url):
+    """A read of more than CALLER_ROWS rows is queued as it is and encoded by the writer thread,
+    in pieces: every row comes back as a small read's would, and a row PostgreSQL refuses is
+    dropped alone."""
+    from skewless.feature_log.writer import CALLER_ROWS
+
+    n = CALLER_ROWS * 3 + 5
+    rid = uuid.uuid4().hex
+    odd = ["a\tb\nc\\d", '{"x":1}', "é漢字🙂", "bad\x00", 'comma, "quote"']
+    carriers = [f"C{i}" for i in range(n)]
+    columns = {
+        "carrier": carriers,
+        "typed_v1:s": [odd[i % len(odd)] for i in range(n)],
+        "typed_v1:f": [float("inf") if i % 7 == 0 else i / 3 for i in range(n)],
+    }
+    statuses = {
+        "typed_v1:s": ["present" if i % 2 else "stale" for i in range(n)],
+        "typed_v1:f": ["missing"] * n,
+    }
+    data = [{"i": i} for i in range(n)]
+    assert logger.log(
+        rid, DAY, "http", None, ["typed:s", "typed:f"], REGISTRY, columns, statuses, data
+    )
+    assert logger.flush()
+    got = _rows(log_url, rid, DAY)
+    bad = [i for i in range(n) if "\x00" in columns["typed_v1:s"][i]]
+    assert [r["row_index"] for r in got] == [i for i in range(n) if i not in bad]
+    for r in got:
+        i = r["row_index"]
+        assert r["entity"] == {"carrier": carriers[i]} and r["request_data"] == {"i": i}
+        assert r["values"][0] == columns["typed_v1:s"][i]
+        assert _same(r["values"][1], columns["typed_v1:f"][i])
+        assert r["statuses"] == [statuses["typed_v1:s"][i], "missing"]
+    stats = logger.stats()
+    assert stats.dropped_write_failed == len(bad) and stats.queue_rows == 0
+
+
 # -- partitions and pruning ----------------------------------------------------------------------
 
 

@@ -90,13 +90,14 @@ class Shape:
         self.uniform = {s: ("{" + ",".join([s] * width) + "}").encode() for s in _STATUSES}
 
 
-def rows(item: Item, shape: Shape) -> bytes:
+def rows(item: Item, shape: Shape, start: int = 0, stop: int | None = None) -> bytes:
     """The COPY text of one logged read: a line per entity row (the format escapes newlines,
-    so a line is a row)."""
+    so a line is a row); `start`/`stop`: only those rows (a large read encoded in pieces)."""
     request_id, served_at, source, service, _, _, columns, statuses, request_data = item
     names, keys = shape.names, shape.keys
     n = len(statuses[names[0]]) if names else 0
-    if not n:
+    stop = n if stop is None else min(stop, n)
+    if start >= stop:
         return b""
     if request_id.isprintable() and "\\" not in request_id:  # nothing to escape (the norm)
         head = request_id.encode() + b"\t"
@@ -106,18 +107,32 @@ def rows(item: Item, shape: Shape) -> bytes:
     if n == 1:  # the common read: no per-column transposition
         return _one(head, middle, columns, statuses, request_data, shape)
     data = _per_row(request_data, n)
+    if start or stop < n:
+        data = data[start:stop]
+        columns = {k: columns[k][start:stop] for k in (*keys, *names)}
+        statuses = {name: statuses[name][start:stop] for name in names}
     key_columns = [columns[k] for k in keys]
-    key_rows = zip(*key_columns, strict=True) if key_columns else [()] * n
+    key_rows = zip(*key_columns, strict=True) if key_columns else [()] * (stop - start)
     return b"".join(
         [
-            _line(head, i, middle, dict(zip(keys, key_values, strict=True)), data[i], shape, v, s)
+            _line(
+                head,
+                i,
+                middle,
+                dict(zip(keys, key_values, strict=True)),
+                data[i - start],
+                shape,
+                v,
+                s,
+            )
             for i, (key_values, v, s) in enumerate(
                 zip(
                     key_rows,
                     zip(*[columns[name] for name in names], strict=True),
                     zip(*[statuses[name] for name in names], strict=True),
                     strict=True,
-                )
+                ),
+                start,
             )
         ]
     )

@@ -1,8 +1,10 @@
 """`FeatureLogger`: served vectors to `monitoring.feature_log`, off the request path.
 
-A read hands its response over (`log`): its rows are encoded at once into the COPY text of
-`monitoring.feature_log` (a few microseconds per entity row, skewless.feature_log.encode) and
-appended to a bounded queue; it never blocks and never raises. A daemon thread wakes every
+A read hands its response over (`log`): a read of a few rows (the serving path's common case) is
+encoded at once into the COPY text of `monitoring.feature_log` (a few microseconds per entity
+row, skewless.feature_log.encode) and appended to a bounded queue; a larger read is queued as it
+is and encoded by the writer thread, so no caller (an event loop) is held for milliseconds. `log`
+never blocks and never raises. A daemon thread wakes every
 `interval` seconds (or as soon as a batch, or a quarter of the queue, is waiting) and writes the
 waiting text with one COPY per batch. The caller never waits for PostgreSQL, and PostgreSQL being
 slow or down costs rows, never a request:
@@ -13,11 +15,13 @@ slow or down costs rows, never a request:
   are isolated: only those are dropped.
 A day's partition is created when a row of that day first arrives (skewless.feature_log.table).
 
-Why the caller encodes, not the writer thread: Python code in a second thread holds the GIL, and
-the server's event loop, which gives the GIL up at every socket call, then waits for it (a
-convoy: in a profile, logging in the writer thread cost the loop 2-3x the encoding itself, and
-its queued dicts and lists made the garbage collector's passes longer). Encoded in the caller,
-the queue holds bytes, and the writer only joins them and waits on PostgreSQL (GIL released).
+Why the caller encodes small reads, not the writer thread: Python code in a second thread holds
+the GIL, and the server's event loop, which gives the GIL up at every socket call, then waits for
+it (a convoy: in a profile, logging in the writer thread cost the loop 2-3x the encoding itself,
+and the queued dicts and lists made the garbage collector's passes longer). Encoded in the
+caller, the queue holds bytes, and the writer only joins them and waits on PostgreSQL (GIL
+released). For the larger reads it encodes, the writer offers the GIL back every `YIELD_ROWS`
+rows, so the loop waits for a few rows' encoding at most.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ from skewless.feature_log.table import COLUMNS, TABLE, day_of, ensure_partitions
 from skewless.feature_log.table import partitions as existing_partitions
 
 log = logging.getLogger("skewless.feature_log")
+
+CALLER_ROWS = 32
+"""Reads of at most this many rows are encoded by `log` itself (up to ~150 us); larger ones by
+the writer thread."""
+YIELD_ROWS = 32
+"""Rows the writer encodes between two offers of the GIL to other threads (~100-200 us of work)."""
 
 COPY = f"copy {TABLE} ({', '.join(COLUMNS)}) from stdin"
 
@@ -131,9 +141,10 @@ class FeatureLogger:
     ) -> bool:
         """Queue one read's response for logging: `columns` and `statuses` as the read returned
         them (entity key columns, then one column per output), `features`/`feature_service` as
-        asked (the registry resolves them to pinned references, once per request shape). The
-        rows are encoded before this returns, so the caller may reuse the arguments. False when
-        the read was sampled out or dropped (counted either way)."""
+        asked (the registry resolves them to pinned references, once per request shape). A read
+        of up to `CALLER_ROWS` rows is encoded before this returns; a larger one is kept, not
+        copied, until the writer encodes it: the caller must not change the arguments
+        afterwards. False when the read was sampled out or dropped (counted either way)."""
         n = 0
         try:
             for values in statuses.values():  # the entity rows: any output's length
@@ -164,8 +175,8 @@ class FeatureLogger:
             request_data,
         )
         try:
-            chunk = encode.rows(item, self._shape(item))
             day = self._day(served_at)
+            chunk = encode.rows(item, self._shape(item)) if n <= CALLER_ROWS else item
         except Exception as exc:  # a value PostgreSQL could not take either: these rows only
             log.warning("feature log: request %r not logged: %s", request_id, exc)
             with self._lock:
@@ -269,9 +280,26 @@ class FeatureLogger:
         return batch
 
     def _write(self, batch: list) -> None:
-        """COPY a batch of encoded reads: (text, rows, day) each."""
-        days = {day for _, _, day in batch}
-        self._copy([(chunk, rows) for chunk, rows, _ in batch], days)
+        """COPY a batch of reads: (text, rows, day) each, or (the read as `log` got it, rows,
+        day) for a read the caller left to this thread to encode."""
+        chunks, days = [], set()
+        for payload, rows, day in batch:
+            if type(payload) is tuple:
+                try:
+                    shape = self._shape(payload)
+                    pieces = []
+                    for start in range(0, rows, YIELD_ROWS):
+                        pieces.append(encode.rows(payload, shape, start, start + YIELD_ROWS))
+                        time.sleep(0)  # hand the GIL to a waiting server thread (docstring)
+                except Exception as exc:
+                    log.warning("feature log: request %r not logged: %s", payload[0], exc)
+                    self._count(failed=rows)
+                    continue
+                payload = b"".join(pieces)
+            chunks.append((payload, rows))
+            days.add(day)
+        if chunks:
+            self._copy(chunks, days)
 
     def _copy(self, chunks: list[tuple[bytes, int]], days: set) -> None:
         """COPY `chunks` (text, rows) with one statement (one transaction), retrying connection
