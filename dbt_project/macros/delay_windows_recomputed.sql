@@ -25,17 +25,31 @@ bounds as (
     from sampled as s
 ),
 
--- every departed flight of the entity in the 30-day window, joined row by row (a range join
--- rather than a correlated subquery per row: same brute force, but the planner can hash on the key)
+-- the scheduled dates a flight of the window can have: its window's days, widened by 3 days on
+-- each side (a flight leaves at most skewless_departure_reach_days from its date: tested on
+-- stg_flights), so the join below hashes on (key, date) instead of comparing every flight of the
+-- entity's history with every sampled row; the exact window is the filter after it
+candidate_days as (
+    select
+        s.*,
+        candidate.day::date as candidate_day
+    from bounds as s
+    cross join lateral generate_series(
+        s.start_30d::date - 4, s.feature_ts::date + 3, interval '1 day'
+    ) as candidate(day)
+),
+
+-- every departed flight of the entity in the 30-day window, joined row by row (a join rather
+-- than a correlated subquery per row: same brute force, but the planner can hash on the key)
 window_flights as (
     select
         s.row_num,
         f.dep_delay,
         f._loaded_at,
         f.dep_at >= s.start_7d as in_7d
-    from bounds as s
+    from candidate_days as s
     inner join departed as f
-        on {% for key in keys %}f.{{ key }} = s.{{ key }}{% if not loop.last %} and {% endif %}{% endfor %}
+        on {% for key in keys %}f.{{ key }} = s.{{ key }} and {% endfor %}f.flight_date = s.candidate_day
         and f.dep_at < s.feature_ts
         and f.dep_at >= s.start_30d
 ),
