@@ -130,7 +130,10 @@ def run(first: date, last: date) -> int:
     svc = services()
     for line in svc.describe():
         log.info(line)
-    log.info(f"materializing {first}..{last}: raw days (one run), then dbt build + tests -> Redis")
+    log.info(
+        f"materializing {first}..{last}: raw days (one run), then dbt build + tests -> Redis,"
+        " then the training sets"
+    )
     started = datetime.now()
     step = RunningStep()
     try:
