@@ -251,8 +251,13 @@ def test_a_file_gone_bad_before_its_run_fails_it_with_nothing_loaded_and_alerts(
 
     replay(D1, D2, 0)
     instance = DagsterInstance.ephemeral()
-    requests, _ = _evaluate(instance)
-    (flights_run,) = [r for r in requests if r.asset_selection[0].path[1] == "flights"]
+    (landed,) = _evaluate(instance)[0]
+    assert landed.job_name == "land_days"  # both tables landed, no build waits: load and build
+    # the same days while a build is running: raw days alone (the build sensor follows)
+    from sensors.landing_sensor import raw_run_requests
+
+    (flights_run,) = raw_run_requests(pending_files()[0], build=False)
+    assert flights_run.job_name == "raw_days"
     _rewrite(zone / "flights" / f"{D2}.csv", lambda t: t.replace("\n2013,", "\nyear,", 1))
 
     result = _execute(instance, flights_run)
@@ -504,5 +509,9 @@ def test_replayed_days_are_over_by_the_clock_when_the_sensor_sees_them(zone, pg,
         requests, _ = _evaluate(DagsterInstance.ephemeral())
     finally:
         clock.clear_replay_clock()
-    assert sorted(k.path[1] for r in requests for k in r.asset_selection) == ["flights", "weather"]
+    (request,) = requests  # both tables of the day, loaded and built in one run
+    assert request.job_name == "land_days"
+    assert request.run_config["ops"] == {
+        f"raw__{t}": {"config": {"from_landing": True}} for t in ("flights", "weather")
+    }
     assert not (zone / "quarantine").exists()
