@@ -23,11 +23,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from skewless.errors import DefinitionError
-from skewless.incremental import rows_written
 from skewless.registry.model import FeatureView
 from skewless.urls import PostgresTarget
 
@@ -234,18 +232,7 @@ def validate(
             "skewless",
             connection_string=PostgresTarget.parse(postgres_url).url("postgresql+psycopg"),
         )
-    query = sql.SQL("select * from {}").format(sql.Identifier(schema, table))
-    scope = f"{schema}.{table}"
-    if relation is None:
-        # an incremental view: the rows its latest build rewrote (skewless.incremental)
-        with psycopg.connect(postgres_url) as conn:
-            written = rows_written(conn, schema, table)
-        if written is not None:
-            query = sql.SQL("{} where {} <@ {}::tstzmultirange").format(
-                query, sql.Identifier(view.ts_column), sql.Literal(written)
-            )
-            scope += f" (the rows its latest build rewrote: feature_ts in {written})"
-    query = query.as_string()
+    query = sql.SQL("select * from {}").format(sql.Identifier(schema, table)).as_string()
     batch_definition = source.add_query_asset(
         view.versioned_name, query=query
     ).add_batch_definition_whole_table("whole table")
@@ -272,7 +259,9 @@ def validate(
     by_index = {r.expectation_config.meta["skewless_index"]: r for r in result.results}
     outcomes = [_outcome(spec, by_index[i], sample_rows) for i, spec in enumerate(suite)]
     outcomes = [_with_query_sample(postgres_url, o, schema, table, sample_rows) for o in outcomes]
-    return QualityReport(view.versioned_name, scope, outcomes, time.perf_counter() - started)
+    return QualityReport(
+        view.versioned_name, f"{schema}.{table}", outcomes, time.perf_counter() - started
+    )
 
 
 def _outcome(spec: ExpectationSpec, r: Any, sample_rows: int) -> Outcome:
