@@ -6,11 +6,12 @@ Two of them stop every later run, the landing pipeline included.
 
 Dagster's run monitoring (enabled in dagster.yaml) fails runs that never start and runs over a
 time limit, but it only checks the health of a *started* run's worker through the run launcher,
-and the DefaultRunLauncher used here does not support that check (nor do in-process runs of
-`skewless backfill`/`demo` have a launcher at all). This sensor does it: every STARTED run's
-`RUN_START` event records the PID of the process that runs it. When the run ran on this machine and
-that process is gone (or is a zombie, or is a newer process that reused the PID), the run is
-marked FAILURE with a reason naming the PID; the queue then drains by itself.
+and the run launcher used here (skewless.warm_launcher, like Dagster's default) does not support
+that check (nor do in-process runs of `skewless backfill`/`demo` have a launcher at all). This
+sensor does it: every STARTED run's `RUN_START` event records the PID of the process that runs
+it. When the run ran on this machine and that process is gone (or is a zombie, or is a newer
+process that reused the PID), the run is marked FAILURE with a reason naming the PID; the queue
+then drains by itself.
 
 A run counts as "on this machine" when its `skewless/host` tag (set by skewless.orchestrate) or
 the code server that launched it names this host, or, with neither, when the Dagster storage is

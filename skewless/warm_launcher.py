@@ -13,6 +13,10 @@ fingerprints the project's Python files, dbt sources and dagster.yaml (paths, si
 modification times) when it starts a worker, and a launch whose fingerprint differs ends that
 worker and starts a fresh one for the run (as slow as Dagster's own launch, and as current).
 
+`reserved_for` (dagster.yaml) names a run tag: only runs carrying it take the worker started ahead
+(the runs that publish a landed day); other runs (the sensors' check runs) start a fresh worker,
+as Dagster's launch would, and leave the warm one waiting.
+
 `preload` (dagster.yaml) names modules a waiting worker imports as well: Great Expectations, which
 the quality checks import when they run (5-8 s, the first check of every build paid it). Loading
 the definitions, the code server, the webserver, sensors and every CLI command still never import
@@ -117,10 +121,12 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         inst_data: ConfigurableClassData | None = None,
         project_dir: str = ".",
         preload: list[str] | None = None,
+        reserved_for: str = "",
     ):
         self._inst_data = inst_data
         self._project = Path(project_dir).resolve()
         self._preload = tuple(preload or ())
+        self._reserved_for = reserved_for
         self._lock = threading.Lock()
         self._warm: _Worker | None = None
         self._running: list[subprocess.Popen] = []
@@ -137,6 +143,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         return {
             "project_dir": Field(StringSource, is_required=False, default_value="."),
             "preload": Field(Array(str), is_required=False, default_value=[]),
+            "reserved_for": Field(str, is_required=False, default_value=""),
         }
 
     @classmethod
@@ -155,22 +162,25 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             if self._warm is None or self._warm.process.poll() is not None:
                 self._warm = _Worker(self._project, self._preload)
 
-    def _take(self) -> _Worker:
+    def _take(self, warm: bool) -> _Worker:
         """The warm worker when it runs today's code, else a new one (cold, but current)."""
         with self._lock:
             self._running = [p for p in self._running if p.poll() is None]  # reap finished ones
-            worker, self._warm = self._warm, None
+            worker, self._warm = (self._warm, None) if warm else (None, self._warm)
         if worker is not None and worker.fingerprint != code_fingerprint(self._project):
             worker.discard()
             worker = None
-        return worker or _Worker(self._project, self._preload)
+        # started for its run now: nothing to preload, its checks import what they need
+        return worker or _Worker(self._project, ())
 
     def launch_run(self, context: LaunchRunContext) -> None:
         from skewless.orchestrate import host_tags
 
         run = context.dagster_run
         check.not_none(run.job_code_origin, "WarmRunLauncher: the run has no code origin")
-        worker = self._take()
+        # the worker ready ahead goes to a run that publishes (a landed day); the sensors'
+        # check runs in between would take it and leave the next day a cold start
+        worker = self._take(warm=not self._reserved_for or self._reserved_for in run.tags)
         self._instance.add_run_tags(
             run.run_id,
             {
@@ -194,9 +204,13 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 raise RuntimeError(f"run worker {worker.process.pid} exited before its run")
         with self._lock:
             self._running.append(worker.process)
-        threading.Thread(
-            target=self._prepare_after, args=(worker.process,), name="warm-run-worker", daemon=True
-        ).start()
+        if self._warm is None:
+            threading.Thread(
+                target=self._prepare_after,
+                args=(worker.process,),
+                name="warm-run-worker",
+                daemon=True,
+            ).start()
 
     def _prepare_after(self, process: subprocess.Popen) -> None:
         """The next worker starts once this run's process ended: its imports (seconds of CPU)
