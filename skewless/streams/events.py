@@ -12,6 +12,7 @@ producer's retry) takes the slower path through a temporary table and `on confli
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from operator import itemgetter
@@ -19,6 +20,7 @@ from operator import itemgetter
 import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
+from psycopg.pq import TransactionStatus
 
 from skewless.streams.model import CREATED, Stream
 
@@ -89,6 +91,27 @@ def ensure_table(conn: psycopg.Connection, stream: Stream) -> None:
         )
 
 
+_copy_queries: dict[tuple, bytes] = {}
+
+
+def _copy_query(conn: psycopg.Connection, stream: Stream, columns: tuple[str, ...]) -> bytes:
+    """The COPY of new events, composed once per stream and client encoding (it is sent with
+    every batch)."""
+    key = (stream, columns, conn.pgconn.parameter_status(b"client_encoding"))
+    query = _copy_queries.get(key)
+    if query is None:
+        query = _copy_queries[key] = (
+            sql.SQL("copy {} ({}, {}) from stdin (format binary)")
+            .format(
+                sql.Identifier(stream.schema, stream.table),
+                sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                sql.Identifier(CREATED),
+            )
+            .as_bytes(conn)
+        )
+    return query
+
+
 def _copy_types(stream: Stream, columns: list[str]) -> list[str]:
     types = stream.columns
     return [types[c] for c in columns]
@@ -124,8 +147,6 @@ def append(
     if not first:
         return 0, []
     columns = [c for c in stream.columns if c != CREATED]
-    table = sql.Identifier(stream.schema, stream.table)
-    names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     types = _copy_types(stream, columns)
     values = itemgetter(*columns)
     rows = [values(e) for e in first.values()]
@@ -134,14 +155,16 @@ def append(
     rows.sort(key=itemgetter(columns.index(stream.event_id)))
     try:
         # all new (the usual case): straight into the table; a stored id aborts the COPY (unique
-        # violation) and its transaction, which holds nothing else, is rolled back
+        # violation) and its transaction, which holds nothing else, is rolled back. On an
+        # autocommit connection outside a transaction (the worker's) the COPY is a transaction
+        # of its own, committed (flushed) before its result comes back: no BEGIN and COMMIT
+        # round trips, two waits for PostgreSQL per batch
+        alone = conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
         cur = conn.cursor()
         with (
-            conn.transaction(),
+            contextlib.nullcontext() if alone else conn.transaction(),
             cur.copy(
-                sql.SQL("copy {} ({}, {}) from stdin (format binary)").format(
-                    table, names, sql.Identifier(CREATED)
-                ),
+                _copy_query(conn, stream, tuple(columns)),
                 writer=QueuedLibpqWriter(cur) if len(rows) >= QUEUED_ROWS else None,
             ) as copy,
         ):
@@ -155,6 +178,7 @@ def append(
         pass
     else:
         return len(rows), list(first.values())
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     with conn.transaction():
         return _append_again(conn, stream, first, columns, names, types, rows, created_at)
 

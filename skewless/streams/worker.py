@@ -16,11 +16,13 @@ Delivery is at least once; the writes are idempotent, so the results are exactly
 - the offline table keeps one row per event id and the online state is a set of events, so a batch
   processed twice changes nothing the second time.
 
-`run` (what `skewless stream` runs) pipelines its Redis traffic (`skewless.streams.link`): the
-next batch's XREADGROUP is in flight while the current batch is checked and committed offline,
-and a batch's online writes are in flight while the next one is; a batch is acknowledged one
-batch later (with its dead letters), in the same send as the next online writes, once Redis has
-confirmed its own. A
+`run` (what `skewless stream` runs) pipelines its Redis traffic (`skewless.streams.link`): while
+entries wait (a full batch was read), the next batch's XREADGROUP is in flight while the current
+batch is checked and committed offline; once caught up, the next read is sent right after the
+batch's online writes, so that it takes what arrived meanwhile (an event then waits at most the
+batch being processed, not one more). A batch's online writes are in flight while the next one
+is processed; a batch is acknowledged one batch later (with its dead letters), in the same send
+as the next online writes, once Redis has confirmed its own. A
 failure anywhere leaves the unacknowledged batches pending, as above; `step` (one batch, read,
 written and acknowledged before it returns) is the same work without the overlap.
 
@@ -199,6 +201,9 @@ class _Link:
         self.reads = Channel(client.connection_pool)
         self.writes = Channel(client.connection_pool)
         self.reading: tuple[dict[str, Stream], Registry] | None = None
+        self.read_at_ms: int | None = None
+        """When the blocking read in flight was sent (wall clock, ms; None: not blocking)."""
+        self.read_args: tuple[str, int] = ("", 0)
         self.written: tuple[int, list, list[_Done], list[tuple]] | None = None
         """(replies that acknowledge earlier batches, what reads each of the next replies (claims,
         trims), the batches written, their commands)."""
@@ -211,44 +216,70 @@ class _Link:
         registry: Registry,
         block_ms: int | None,
     ) -> None:
-        block = ("BLOCK", block_ms) if block_ms is not None else ()
-        self.reads.send(
-            [
-                (
-                    "XREADGROUP",
-                    "GROUP",
-                    GROUP,
-                    consumer,
-                    "COUNT",
-                    count,
-                    *block,
-                    "STREAMS",
-                    *by_key,
-                    *(">" for _ in by_key),
-                )
-            ]
-        )
+        self.reads.send([_xreadgroup(consumer, count, by_key, block_ms)])
         self.reading = (by_key, registry)
+        self.read_at_ms = int(time.time() * 1000) if block_ms is not None else None
+        self.read_args = (consumer, count)
 
     def take(self) -> tuple[dict[str, Stream], Registry, list[tuple[str, list]]]:
-        """The reply of the read in flight: (key, entries) pairs."""
+        """The reply of the read in flight: (key, entries) pairs.
+
+        A blocked read is answered as soon as one entry arrives (Redis serves it after the XADD
+        that woke it), while a producer usually sends its entries together: when the first
+        entry of a short reply is not older than the read, the rest of what has arrived is
+        taken at once (one more read, not blocking), so that it is not left to the next batch,
+        one whole batch later."""
         assert self.reading is not None
         by_key, registry = self.reading
         self.reading = None
         (reply,) = self.reads.replies(1, raw=True)
-        if isinstance(reply, Exception):
-            raise reply
-        if not reply:
-            return by_key, registry, []
-        if isinstance(reply, dict):  # RESP3: a map of key to entries
-            reply = list(reply.items())
-        return by_key, registry, [(_text(key), entries) for key, entries in reply]
+        out = _entries(reply)
+        consumer, count = self.read_args
+        if (
+            self.read_at_ms is not None
+            and out
+            and sum(len(entries) for _, entries in out) < count
+            and min((_entry_ms(e[0][0]) for _, e in out if e), default=0) >= self.read_at_ms
+        ):
+            got = {key: entries for key, entries in out}
+            self.reads.send([_xreadgroup(consumer, count, by_key, None)])
+            for key, entries in _entries(self.reads.replies(1, raw=True)[0]):
+                got[key] = [*got.get(key, ()), *entries]
+            out = list(got.items())
+        return by_key, registry, out
 
     def close(self) -> None:
         for channel in (self.reads, self.writes):
             with contextlib.suppress(redis.RedisError, OSError):
                 channel.close()
         self.reading = self.written = None
+
+
+def _xreadgroup(consumer: str, count: int, by_key: dict, block_ms: int | None) -> tuple:
+    block = ("BLOCK", block_ms) if block_ms is not None else ()
+    return (
+        "XREADGROUP",
+        "GROUP",
+        GROUP,
+        consumer,
+        "COUNT",
+        count,
+        *block,
+        "STREAMS",
+        *by_key,
+        *(">" for _ in by_key),
+    )
+
+
+def _entries(reply: object) -> list[tuple[str, list]]:
+    """An XREADGROUP reply as (key, entries) pairs (an error reply raised)."""
+    if isinstance(reply, Exception):
+        raise reply
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3: a map of key to entries
+        reply = list(reply.items())
+    return [(_text(key), entries) for key, entries in reply]  # type: ignore[union-attr]
 
 
 def transient(exc: BaseException) -> bool:
@@ -520,7 +551,9 @@ class Worker:
         """The read in flight taken and processed (the next one sent first, with `ahead`); its
         online writes sent, and the previous batch's acknowledgement with them."""
         at_read, registry, reply = link.take()
-        if reply and ahead is not None:
+        backlog = any(len(entries) >= self.batch for _, entries in reply)
+        if backlog and ahead is not None:
+            # entries are waiting: the next batch is read while this one is processed
             link.read(self.consumer, self.batch, ahead[0], ahead[1], ahead[2])
         now = clock.now(fresh=True)  # after the read: an event is never judged by an older clock
         recorder = Recorder()
@@ -535,6 +568,10 @@ class Worker:
         if acks or side or recorder.commands:
             link.writes.send([*acks, *(c for c, _ in side), *recorder.commands])
             link.written = (len(acks), [f for _, f in side], done, recorder.commands)
+        if reply and ahead is not None and link.reading is None:
+            # caught up: the next read, sent once this batch's online writes are, takes what
+            # arrived while it was processed (read ahead, that would wait one more batch)
+            link.read(self.consumer, self.batch, ahead[0], ahead[1], ahead[2])
         for d in confirmed:
             self._count(d)
         return sum(len(d.ids) for d in done), now
