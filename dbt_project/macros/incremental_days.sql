@@ -180,3 +180,17 @@
         set seen = excluded.seen, built_at = excluded.built_at, rows_written = excluded.rows_written
     {%- endif -%}
 {% endmacro %}
+
+
+{#
+    Post-hook: ANALYZE a view its build rewrote whole (a first build, a full refresh, a view that
+    is not incremental), so the tests and as-of joins that follow in the same run are planned with
+    its statistics rather than before autovacuum wakes. A build of a few days leaves that to
+    autovacuum.
+#}
+{% macro analyze_after_full_build() %}
+    {%- set parsed = skewless_plan_from_compiled(model.compiled_code) if execute else none -%}
+    {%- if execute and (parsed is none or parsed["plan"]["mode"] == "all") -%}
+        analyze {{ this }}
+    {%- endif -%}
+{% endmacro %}
