@@ -13,10 +13,13 @@ instance), it prints, with the load average:
    from the drop to the end of the run that published the day to Redis (landing_sensor's
    `land_days` run: raw days, dbt, the blocking checks, online views), p50 and p95, split into
    sensor (drop -> run created), launch (created -> run started), before dbt, dbt, after dbt. The
-   dbt step is the incremental models' own cost; the rest is the pipeline's overhead.
+   dbt step is the incremental models' own cost; the rest is the pipeline's overhead. The next
+   day drops `--gap` seconds (20) after the pipeline is idle again, as days arrive with `replay
+   --pace`: meanwhile the next run's worker is started and imported ahead (a day dropped at once
+   waits for the rest of those imports, 5-10 s on a busy 2-core machine).
 4. one new day after 30, 180 and 365 days of history: a hook (`new_day_build_times`) left to fill.
 
-    .venv/bin/python bench/freshness.py [--days 10] [--port 3317] [--keep]
+    .venv/bin/python bench/freshness.py [--days 10] [--gap 20] [--port 3317] [--keep]
 
 It needs about 5 minutes on a 2-core machine. The state folder (`.state/bench-freshness`, or
 SKEWLESS_STATE_DIR) is stopped at the end (`skewless down`) unless `--keep`.
@@ -185,7 +188,7 @@ def _publishing_run(instance, day: date, dropped: float, limit: float):
     raise SystemExit(f"{day}: not published within {limit:.0f} s")
 
 
-def landing_to_online(days: list[date], port: int) -> list[DayLatency]:
+def landing_to_online(days: list[date], port: int, gap: float) -> list[DayLatency]:
     from dagster import DagsterInstance
 
     from skewless.landing.replay import replay
@@ -226,6 +229,7 @@ def landing_to_online(days: list[date], port: int) -> list[DayLatency]:
                     flush=True,
                 )
                 _quiet(instance, seconds=1.0)
+                time.sleep(gap)  # as days arrive: the next run's worker is started ahead
     finally:
         os.killpg(ui.pid, signal.SIGINT)
         try:
@@ -285,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=10, help="days replayed one at a time (10)")
     parser.add_argument("--port", type=int, default=3317, help="port of the bench's UI (3317)")
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=20.0,
+        help="seconds between a day online and the next drop, as with `replay --pace` (20)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the state's servers running")
     args = parser.parse_args(argv)
     if not 1 <= args.days <= 60:
@@ -308,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{year} ({'ok' if ok else 'FAILED'}; load average {load()})", flush=True)
 
         print(f"\n3. landing -> online, {args.days} days one at a time (skewless ui)", flush=True)
-        found = landing_to_online(replayed, args.port)
+        found = landing_to_online(replayed, args.port, args.gap)
         lines = latency_report(found)
         print("\n".join(lines), flush=True)
 
