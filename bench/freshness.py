@@ -17,7 +17,7 @@ instance), it prints, with the load average:
    day drops `--gap` seconds (20) after the pipeline is idle again, as days arrive with `replay
    --pace`: meanwhile the next run's worker is started and imported ahead (a day dropped at once
    waits for the rest of those imports, 5-10 s on a busy 2-core machine).
-4. one new day after 30, 180 and 365 days of history: a hook (`new_day_build_times`) left to fill.
+4. one new day after 30, 180 and 364 days of history: `bench/daily_build.py`, in a state of its own.
 
     .venv/bin/python bench/freshness.py [--days 10] [--gap 20] [--port 3317] [--keep]
 
@@ -274,12 +274,30 @@ def latency_report(found: list[DayLatency]) -> list[str]:
 # ---------------------------------------------------------------- 4. the hook
 
 
-def new_day_build_times(histories: tuple[int, ...] = (30, 180, 365)) -> dict[int, float] | None:
-    """HOOK (incremental models, issue 16 part 1): the build time of one new day after 30, 180
-    and 365 days of history, in seconds per history, measured the same way for each (one
-    `build_features` run after one more raw day). The issue's target: at most 1.3x between 30
-    and 365. Returns None until it is filled in; the report then says it was not measured."""
-    return None
+def new_day_build_times() -> dict[int, float] | None:
+    """The build of one new day after 30, 180 and 364 days of history (the year's last day is the
+    365th), median seconds per history: `bench/daily_build.py`, run in a state folder of its own
+    (it empties its database between histories), stopped afterwards. None if it failed."""
+    import json
+
+    state = settings().state_dir.parent / (settings().state_dir.name + "-daily")
+    env = {**os.environ, "SKEWLESS_STATE_DIR": str(state)}
+    try:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "daily_build.py"), "--repeat", "2"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        subprocess.run(skewless("down"), cwd=ROOT, env=env, capture_output=True, check=False)
+    if done.returncode:
+        print(done.stdout[-2000:] + done.stderr[-2000:], flush=True)
+        return None
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return {row["history_days"]: row["median_s"] for row in figures["one_new_day"]}
 
 
 # ---------------------------------------------------------------- main
@@ -322,17 +340,20 @@ def main(argv: list[str] | None = None) -> int:
         lines = latency_report(found)
         print("\n".join(lines), flush=True)
 
-        print("\n4. one new day after 30, 180 and 365 days of history", flush=True)
+        print(
+            "\n4. one new day after 30, 180 and 364 days of history (bench/daily_build.py)",
+            flush=True,
+        )
         times = new_day_build_times()
         if times is None:
-            print("  not measured: new_day_build_times() is a hook left to fill")
+            print("  not measured: bench/daily_build.py failed (its output is above)")
         else:
             for days, value in times.items():
                 print(f"  after {days:3d} days: {value:.1f} s")
-            if 30 in times and 365 in times:
-                ratio = times[365] / times[30]
-                verdict = "met" if ratio <= 1.3 else "NOT met"
-                print(f"  365 vs 30 days: {ratio:.2f}x (target <= 1.3x: {verdict})")
+            first, last = min(times), max(times)
+            ratio = times[last] / times[first]
+            verdict = "met" if ratio <= 1.3 else "NOT met"
+            print(f"  {last} vs {first} days: {ratio:.2f}x (target <= 1.3x: {verdict})")
 
         print("\nsummary (load average " + load() + ")")
         print("  " + raw_lines[-1].strip())
