@@ -6,9 +6,9 @@ keeps two connections of the client's pool with commands in flight:
 
 - `reader`: the XREADGROUP of the next batch: with entries waiting (a full batch read), sent as
   soon as the current one is in hand (Redis builds the reply while Python works on the current
-  batch); caught up, sent right after the current batch's online writes, so that it takes every
-  entry that arrived while the batch was processed (for freshness: read ahead, an entry that
-  arrives meanwhile waits for the batch after);
+  batch); caught up, sent once the current batch is committed offline, just before its online
+  writes, so that it takes every entry that arrived while the batch was processed (for
+  freshness: read ahead, an entry that arrives meanwhile waits for the batch after);
 - `writer`: a batch's online writes (and dead letters), sent once its events are committed
   offline, their replies read one batch later; only then, those writes confirmed, are its
   entries acknowledged (XACK), in the next send on the same connection.

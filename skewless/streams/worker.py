@@ -18,11 +18,11 @@ Delivery is at least once; the writes are idempotent, so the results are exactly
 
 `run` (what `skewless stream` runs) pipelines its Redis traffic (`skewless.streams.link`): while
 entries wait (a full batch was read), the next batch's XREADGROUP is in flight while the current
-batch is checked and committed offline; once caught up, the next read is sent right after the
-batch's online writes, so that it takes what arrived meanwhile (an event then waits at most the
-batch being processed, not one more). A batch's online writes are in flight while the next one
-is processed; a batch is acknowledged one batch later (with its dead letters), in the same send
-as the next online writes, once Redis has confirmed its own. A
+batch is checked and committed offline; once caught up, the next read is sent once the batch is
+committed, with its online writes, so that it takes what arrived meanwhile (an event then waits
+at most for the batch being processed, not one more). A batch's online writes are in flight
+while the next one is processed; a batch is acknowledged one batch later (with its dead
+letters), in the same send as the next online writes, once Redis has confirmed its own. A
 failure anywhere leaves the unacknowledged batches pending, as above; `step` (one batch, read,
 written and acknowledged before it returns) is the same work without the overlap.
 
@@ -565,13 +565,15 @@ class Worker:
         confirmed = self._confirm(link)
         acks = [c for d in confirmed for c in (*self._dead_commands(d), *self._ack_commands(d))]
         side, self._side = self._side, []
+        if reply and ahead is not None and link.reading is None:
+            # caught up: the next read, sent once this batch is committed offline, takes what
+            # arrived while it was processed (read ahead, that would wait one more batch); sent
+            # just before the online writes, so that Redis answers it first and runs the writes
+            # while this process works on the batch it answered
+            link.read(self.consumer, self.batch, ahead[0], ahead[1], ahead[2])
         if acks or side or recorder.commands:
             link.writes.send([*acks, *(c for c, _ in side), *recorder.commands])
             link.written = (len(acks), [f for _, f in side], done, recorder.commands)
-        if reply and ahead is not None and link.reading is None:
-            # caught up: the next read, sent once this batch's online writes are, takes what
-            # arrived while it was processed (read ahead, that would wait one more batch)
-            link.read(self.consumer, self.batch, ahead[0], ahead[1], ahead[2])
         for d in confirmed:
             self._count(d)
         return sum(len(d.ids) for d in done), now
