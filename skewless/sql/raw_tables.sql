@@ -120,29 +120,35 @@ begin
     return null;
 end $$;
 
-create or replace trigger flights_inserted after insert on raw.flights
-    referencing new table as changed_rows
-    for each statement execute function raw.record_changed_days('flight_date');
-create or replace trigger flights_deleted after delete on raw.flights
-    referencing old table as changed_rows
-    for each statement execute function raw.record_changed_days('flight_date');
-create or replace trigger flights_updated after update on raw.flights
-    referencing old table as old_rows new table as new_rows
-    for each statement execute function raw.record_changed_days('flight_date');
-create or replace trigger flights_truncated after truncate on raw.flights
-    for each statement execute function raw.record_changed_days('flight_date');
-
-create or replace trigger weather_inserted after insert on raw.weather
-    referencing new table as changed_rows
-    for each statement execute function raw.record_changed_days('obs_date');
-create or replace trigger weather_deleted after delete on raw.weather
-    referencing old table as changed_rows
-    for each statement execute function raw.record_changed_days('obs_date');
-create or replace trigger weather_updated after update on raw.weather
-    referencing old table as old_rows new table as new_rows
-    for each statement execute function raw.record_changed_days('obs_date');
-create or replace trigger weather_truncated after truncate on raw.weather
-    for each statement execute function raw.record_changed_days('obs_date');
+-- The daily tables and their day column: the same four triggers on each.
+do $triggers$
+declare
+    daily record;
+begin
+    for daily in select * from (values ('flights', 'flight_date'), ('weather', 'obs_date'))
+        as t(name, day_column)
+    loop
+        execute format(
+            'create or replace trigger %1$I after insert on raw.%2$I'
+            ' referencing new table as changed_rows'
+            ' for each statement execute function raw.record_changed_days(%3$L)',
+            daily.name || '_inserted', daily.name, daily.day_column);
+        execute format(
+            'create or replace trigger %1$I after delete on raw.%2$I'
+            ' referencing old table as changed_rows'
+            ' for each statement execute function raw.record_changed_days(%3$L)',
+            daily.name || '_deleted', daily.name, daily.day_column);
+        execute format(
+            'create or replace trigger %1$I after update on raw.%2$I'
+            ' referencing old table as old_rows new table as new_rows'
+            ' for each statement execute function raw.record_changed_days(%3$L)',
+            daily.name || '_updated', daily.name, daily.day_column);
+        execute format(
+            'create or replace trigger %1$I after truncate on raw.%2$I'
+            ' for each statement execute function raw.record_changed_days(%3$L)',
+            daily.name || '_truncated', daily.name, daily.day_column);
+    end loop;
+end $triggers$;
 
 -- A dimension changes as a whole for the views that read it (raw.planes: plane_profile).
 create or replace function raw.record_changed_table() returns trigger
