@@ -16,14 +16,7 @@ with
 
 {{ departed_flights() }},
 
--- each sampled row's window starts, computed once per row rather than once per candidate flight
-bounds as (
-    select
-        s.*,
-        {{ local_days_before('s.feature_ts', 7) }} as start_7d,
-        {{ local_days_before('s.feature_ts', 30) }} as start_30d
-    from sampled as s
-),
+{{ sampled_window_starts([7, 30]) }},
 
 -- the scheduled dates a flight of the window can have: its window's days, widened by 3 days on
 -- each side (a flight leaves at most skewless_departure_reach_days from its date: tested on

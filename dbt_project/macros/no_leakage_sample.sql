@@ -46,3 +46,17 @@ departed as (
             and (select max(feature_ts)::date + 1 from sampled)
 )
 {% endmacro %}
+
+{# CTE `bounds`: the sampled rows with their windows' starts, `start_<n>d` = feature_ts minus n
+   local days for each n of `days`, computed once per row rather than once per candidate flight. #}
+{% macro sampled_window_starts(days) %}
+bounds as (
+    select
+        s.*
+        {%- for n in days %},
+        {{ local_days_before('s.feature_ts', n) }} as start_{{ n }}d
+        {%- endfor %}
+    from sampled as s
+)
+{% endmacro %}
+

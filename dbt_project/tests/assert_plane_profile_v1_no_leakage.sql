@@ -15,13 +15,7 @@ with
 
 -- every departed flight of the plane in the 8-day window, joined row by row (a range join rather
 -- than a correlated subquery per row: same brute force, but the planner can hash on tailnum)
-bounds as (
-    select
-        s.*,
-        {{ local_days_before('s.feature_ts', 7) }} as start_7d,
-        {{ local_days_before('s.feature_ts', 8) }} as start_8d
-    from sampled as s
-),
+{{ sampled_window_starts([7, 8]) }},
 
 window_flights as (
     select
