@@ -24,6 +24,7 @@ import jsonschema
 import orjson
 import pytest
 import uvicorn
+from asgi_helpers import asgi_post
 
 from skewless.clock import now as project_now
 from skewless.errors import StaleValueError
@@ -692,20 +693,6 @@ class _CountingRedis(ServingRedis):
         return super().mget(keys, *args)
 
 
-async def _asgi_post(app: ServingApp, body: dict) -> tuple[int, dict]:
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": orjson.dumps(body), "more_body": False}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": "/get-online-features", "headers": []}
-    await app(scope, receive, send)
-    return sent[0]["status"], orjson.loads(sent[1]["body"])
-
-
 def test_concurrent_requests_share_one_read_and_each_gets_its_own_rows(svc, http_namespace):
     client = _CountingRedis.from_url(svc.redis_url)
     app = ServingApp(REGISTRY, client, http_namespace)
@@ -722,7 +709,7 @@ def test_concurrent_requests_share_one_read_and_each_gets_its_own_rows(svc, http
     bodies.append({"entities": [{"carrier": "UA"}], "features": ["typed_v1:s"]})  # other features
 
     async def all_at_once():
-        return await asyncio.gather(*(_asgi_post(app, b) for b in bodies))
+        return await asyncio.gather(*(asgi_post(app, b) for b in bodies))
 
     before = _CountingRedis.mgets
     answers = asyncio.run(all_at_once())
@@ -747,7 +734,7 @@ def test_a_stale_error_in_a_shared_read_fails_only_its_own_request(svc, http_nam
     ]
 
     async def all_at_once():
-        return await asyncio.gather(*(_asgi_post(app, b) for b in bodies))
+        return await asyncio.gather(*(asgi_post(app, b) for b in bodies))
 
     (s1, a1), (s2, a2), (s3, a3) = asyncio.run(all_at_once())
     assert (s1, s2, s3) == (200, 409, 200)
@@ -764,7 +751,7 @@ def test_a_lone_client_reads_directly_and_a_burst_turns_coalescing_back_on(svc, 
 
     async def burst(n: int) -> int:
         before = _CountingRedis.mgets
-        answers = await asyncio.gather(*(_asgi_post(app, body) for _ in range(n)))
+        answers = await asyncio.gather(*(asgi_post(app, body) for _ in range(n)))
         assert all(status == 200 and got["columns"]["typed_v1:i"] == [7] for status, got in answers)
         return _CountingRedis.mgets - before
 

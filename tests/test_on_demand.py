@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from asgi_helpers import asgi_post
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -376,26 +377,6 @@ def time_sleep() -> None:
 # -- HTTP: concurrent reads share one run of the function -----------------------------------------
 
 
-def _http(app, body: dict) -> tuple[int, dict]:
-    """One POST /get-online-features through the ASGI app, as a coroutine."""
-    import orjson
-
-    async def call():
-        sent: list[dict] = []
-
-        async def receive() -> dict:
-            return {"type": "http.request", "body": orjson.dumps(body), "more_body": False}
-
-        async def send(message: dict) -> None:
-            sent.append(message)
-
-        scope = {"type": "http", "method": "POST", "path": "/get-online-features", "headers": []}
-        await app(scope, receive, send)
-        return sent[0]["status"], orjson.loads(sent[1]["body"])
-
-    return call()
-
-
 def test_coalesced_http_reads_run_the_function_once_and_answer_as_alone(svc, namespace):
     """Concurrent requests for the same features join one read: their request fields are laid
     end to end and the function runs once over all rows, yet every request gets exactly what it
@@ -448,13 +429,13 @@ def test_coalesced_http_reads_run_the_function_once_and_answer_as_alone(svc, nam
     alone = ServingApp(REGISTRY, client, namespace, coalesce=False)
     together = ServingApp(REGISTRY, client, namespace, coalesce=True)
     try:
-        expected = [asyncio.run(_http(alone, body(i))) for i in range(6)]
+        expected = [asyncio.run(asgi_post(alone, body(i))) for i in range(6)]
         assert all(status == 200 for status, _ in expected)
         assert expected[1][1]["columns"]["mixed_v1:whole"] == [5 + 1 + 3, None]
         assert expected[1][1]["statuses"]["mixed_v1:whole"] == ["present", "missing"]
 
         async def concurrently(bodies):
-            return await asyncio.gather(*(_http(together, b) for b in bodies))
+            return await asyncio.gather(*(asgi_post(together, b) for b in bodies))
 
         loader._functions[key] = counted
         got = asyncio.run(concurrently([body(i) for i in range(6)]))
@@ -475,7 +456,7 @@ def test_coalesced_http_reads_run_the_function_once_and_answer_as_alone(svc, nam
             "now": now.isoformat(),
             "request_data": [{**body(i % 7)["request_data"][0], "r_i": i} for i in range(1_100)],
         }
-        status, answer = asyncio.run(_http(alone, large))
+        status, answer = asyncio.run(asgi_post(alone, large))
         assert status == 200 and calls == [500, 500, 100]
         served = get_online_features(
             client, REGISTRY, namespace, large["entities"], refs, now=now,
