@@ -2,8 +2,8 @@
 
 What the landing sensor starts when a day lands, timed end to end: the raw run that loads the day,
 then the `build_features` run (dbt build of every feature view with its tests, the checks,
-publishing to Redis), through Dagster in process, as `skewless.orchestrate.materialize_days`
-runs them (training sets are not on that path: their own job). For
+publishing to Redis), through Dagster in process (`skewless.orchestrate.materialize_days` without
+the training sets, which are not on that path). For
 each history length H the database is emptied, days 1..H are loaded and built (untimed), then
 day H + 1 is materialized R times (a reload of the day, each time: the same work as a new day,
 rows of its windows recomputed), and the best and median are reported with dbt's own share.
@@ -23,7 +23,7 @@ import os
 import statistics
 import sys
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 # Before any skewless import: settings() reads the environment once.
@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg  # noqa: E402
 
 from skewless import clock, orchestrate  # noqa: E402
-from skewless.clock import NEW_YORK  # noqa: E402
 from skewless.services import services  # noqa: E402
 
 FIRST = date(2013, 1, 1)
@@ -67,30 +66,17 @@ def _step_seconds(instance, run_id: str, step: str) -> float:
 
 
 def _land(first: date, last: date) -> tuple[float, float]:
-    """What a landed range costs: the raw run, then build_features (Redis). Training sets are not
-    on that path (their own job, hourly automation). Returns (wall seconds, dbt step seconds)."""
+    """What a landed range costs: the raw run, then build_features (Redis); training sets are not
+    on that path. Returns (wall seconds, dbt step seconds)."""
     from dagster import DagsterInstance
-    from dagster._core.storage.tags import (
-        ASSET_PARTITION_RANGE_END_TAG,
-        ASSET_PARTITION_RANGE_START_TAG,
-    )
 
-    defs = orchestrate.load_definitions()
-    days = {
-        ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
-        ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
-    }
     started = time.perf_counter()
+    results = orchestrate.materialize_days(first, last, training_sets=False)
+    took = time.perf_counter() - started
+    if len(results) != 2 or not all(r.success for r in results):
+        sys.exit(f"run failed: {[(r.dagster_run.job_name, r.run_id) for r in results]}")
     with DagsterInstance.get() as instance:
-        raw = orchestrate._execute(instance, defs.resolve_job_def("raw_days"), tags=days)
-        clock.advance_replay_clock(
-            datetime.combine(last + timedelta(days=1), datetime.min.time(), NEW_YORK)
-        )
-        build = orchestrate._execute(instance, defs.resolve_job_def("build_features"), tags={})
-        took = time.perf_counter() - started
-        if not (raw.success and build.success):
-            sys.exit(f"run failed: raw {raw.run_id} {raw.success}, build {build.run_id}")
-        return took, _step_seconds(instance, build.run_id, "dbt_models")
+        return took, _step_seconds(instance, results[1].run_id, "dbt_models")
 
 
 def one_new_day(history: int, repeat: int) -> dict[str, float]:

@@ -147,9 +147,10 @@ def _execute(instance, job, *, tags: Mapping[str, str], ops: Mapping[str, Any] =
     return result
 
 
-def materialize_days(first: date, last: date) -> list:
+def materialize_days(first: date, last: date, *, training_sets: bool = True) -> list:
     """Load days [first, last] (one run, a single-run backfill), build everything downstream and
-    publish it online (a second run), then the training sets (a third: off the path to Redis).
+    publish it online (a second run), then the training sets (a third: off the path to Redis;
+    `training_sets=False` leaves it out, as the landing path does).
 
     The runs are recorded in the instance, so the UI shows them; returns their results, stopping
     after the first that fails. The replay clock moves to the end of the range only once the raw
@@ -172,11 +173,10 @@ def materialize_days(first: date, last: date) -> list:
     }
     results = []
     with DagsterInstance.get() as instance:
-        for job_name, tags in (
-            ("raw_days", days),
-            ("build_features", {}),
-            ("build_training_sets", {}),
-        ):
+        jobs = [("raw_days", days), ("build_features", {})]
+        if training_sets:
+            jobs.append(("build_training_sets", {}))
+        for job_name, tags in jobs:
             started = time_module.monotonic()
             result = _execute(instance, defs.resolve_job_def(job_name), tags=tags)
             results.append(result)
