@@ -28,6 +28,7 @@ from assets.constants import FEATURES, REGISTRY_KEY, STAGING, TRAINING
 from assets.retries import retry_transient
 from resources import PostgresResource
 from skewless.dbt import ensure_manifest
+from skewless.ingest import statistics
 from skewless.ingest.raw import ensure_schema
 from skewless.progress import log
 from skewless.registry import FeatureView, load_registry
@@ -174,6 +175,9 @@ def _build(context, dbt, postgres, by_key, training, full_refresh):
         # the raw schema as this code expects it (the change log and build state the incremental
         # views read), also when no raw load ran since an upgrade
         ensure_schema(conn)
+        # planner statistics of the tables loads changed a tenth or more of, before any plan
+        for table in statistics.refresh(conn):
+            log.info(f"statistics refreshed: {table}")
     # column metadata and column-level lineage (from the compiled SQL) for the UI
     args = ["build", "--full-refresh"] if full_refresh else ["build"]
     for event in dbt.cli(args, context=context).stream().fetch_column_metadata():

@@ -22,6 +22,8 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
+from skewless.ingest import statistics
+
 CHUNK_ROWS = 20_000
 """Rows per COPY chunk: small enough that encoding and the server's parse overlap well."""
 
@@ -115,27 +117,8 @@ def copy_batches(
                     progress(done, total or 0)  # 0: not known ahead
         if zone is not None:  # within a caller's transaction, the session's zone again
             cur.execute("select set_config('TimeZone', %s, true)", (zone,))
-    refresh_statistics(conn, table, done)
+        statistics.count_rows(conn, table, done)  # the build analyzes it (ingest.statistics)
     return done
-
-
-def refresh_statistics(conn: psycopg.Connection, table: str, rows: int) -> None:
-    """ANALYZE `table` when a load changed a tenth of it or more (or it was never analyzed), as
-    autovacuum would, but now: the build that follows a load of a year runs before autovacuum
-    wakes, and without statistics PostgreSQL plans the no-leakage tests' joins as nested loops
-    (25 s instead of 2 s on a year)."""
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        return  # inside a caller's transaction: the caller's commit comes first
-    schema, name = table.split(".")
-    estimate = conn.execute(
-        "select c.reltuples from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-        " where n.nspname = %s and c.relname = %s",
-        (schema, name),
-    ).fetchone()
-    if estimate is not None and (estimate[0] < 0 or rows >= 0.1 * estimate[0]):
-        conn.execute(sql.SQL("analyze {}").format(sql.Identifier(schema, name)))
-        if not conn.autocommit:
-            conn.commit()
 
 
 def _chunks(rows: pa.Table) -> Iterator[pa.RecordBatch]:
@@ -165,5 +148,4 @@ def replace_rows(
         total=len(frame),
         progress=progress,
     )
-    refresh_statistics(conn, table, len(frame))
     return len(frame)

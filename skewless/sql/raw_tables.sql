@@ -167,3 +167,10 @@ create table if not exists raw.dimension_loads (
     content_sha256  text        not null,
     loaded_at       timestamptz not null default now()
 );
+
+-- Rows loaded into each table since the build last analyzed it (skewless/ingest/statistics.py):
+-- the build refreshes the planner's statistics of the tables a load changed a tenth or more of.
+create table if not exists raw.rows_since_analyze (
+    table_name  text    primary key,
+    rows        bigint  not null
+);
