@@ -32,10 +32,34 @@ _SOURCES = (
 _SOURCES_HASH = "sources.sha256"
 
 
+def _server() -> str:
+    """The server dbt connects to, as settings name it (not the environment, which gains the
+    embedded server's socket only once it is started): its external URL's host, port, user and
+    sslmode, or the state folder whose embedded server it is."""
+    cfg = settings()
+    if cfg.postgres_url:
+        from skewless.urls import PostgresTarget
+
+        target = PostgresTarget.parse(cfg.postgres_url)
+        return "\0".join(
+            (
+                "external",
+                target.host,
+                str(target.port),
+                target.user,
+                target.query.get("sslmode", ""),
+            )
+        )
+    return f"embedded\0{cfg.state_dir}"
+
+
 def target_dir(project: Path | None = None) -> Path:
-    """One parse target per database: relations in the manifest name their database, so the
-    demo's and the tests' databases each keep a manifest instead of reparsing at every switch."""
-    return (project or settings().dbt_project_dir) / "target" / database_name()
+    """One parse target per database and server: relations in the manifest name their database,
+    and dbt's saved parse holds only for the profile it was made with ("profile has changed"
+    makes it parse the whole project, 1.5 s of every build), so each state folder's server and
+    each external one keep a parse of their own instead of reparsing at every switch."""
+    tag = hashlib.sha256(_server().encode()).hexdigest()[:8]
+    return (project or settings().dbt_project_dir) / "target" / f"{database_name()}-{tag}"
 
 
 def manifest_path(project: Path | None = None) -> Path:
@@ -85,20 +109,43 @@ def ensure_manifest(project: Path | None = None) -> Path:
     target = target_dir(project)
     manifest = manifest_path(project)
     stamp = target / _SOURCES_HASH
-    current = sources_hash(project)
-    if manifest.exists() and stamp.exists() and stamp.read_text().strip() == current:
+    if _is_current(manifest, stamp, sources_hash(project)):
         return manifest
     target.mkdir(parents=True, exist_ok=True)
     with open(target / ".parse.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         current = sources_hash(project)  # another process may have parsed while we waited
-        if manifest.exists() and stamp.exists() and stamp.read_text().strip() == current:
+        if _is_current(manifest, stamp, current):
             return manifest
         _parse(project, target)
         tmp = stamp.with_suffix(".tmp")
-        tmp.write_text(current + "\n")
+        tmp.write_text(f"{current}\n{_profile()}\n")
         tmp.replace(stamp)
     return manifest
+
+
+def _profile() -> str:
+    """The connection the parse renders its profile with: the running server's, or placeholders.
+
+    dbt keeps a saved parse only for the profile it was made with; builds run with the server
+    up, so a parse made before it started (placeholders) is redone once it is known."""
+    if "SKEWLESS_PG_HOST" not in os.environ:
+        return "placeholder"
+    env = dbt_env()
+    names = ("HOST", "PORT", "USER", "DATABASE", "SSLMODE")
+    return "\0".join(env.get(f"SKEWLESS_PG_{name}", "") for name in names)
+
+
+def _is_current(manifest: Path, stamp: Path, sources: str) -> bool:
+    """The manifest describes these sources and, once a server is known, was parsed for it; a
+    reader with no server yet (definitions loading) takes any parse of the same sources."""
+    if not (manifest.exists() and stamp.exists()):
+        return False
+    saved_sources, _, saved_profile = stamp.read_text().strip().partition("\n")
+    if saved_sources != sources:
+        return False
+    profile = _profile()
+    return profile == "placeholder" or saved_profile == profile
 
 
 def _parse(project: Path, target: Path) -> None:

@@ -54,8 +54,10 @@ def prepare_dagster_home() -> dict[str, str]:
     # dagster-dbt gives every dbt invocation a target folder of its own, where dbt finds no saved
     # parse and parses the whole project again (seconds per run): read the one `ensure_manifest`
     # keeps current instead (dbt still checks every file's hash and reparses what changed)
-    from skewless.dbt import target_dir
+    # (parsed again now if the saved parse was made before the server was known)
+    from skewless.dbt import ensure_manifest, target_dir
 
+    ensure_manifest()
     os.environ.setdefault(
         "DBT_PARTIAL_PARSE_FILE_PATH", str(target_dir() / "partial_parse.msgpack")
     )

@@ -52,6 +52,16 @@ def test_build_one_view_publishes_it_online_in_one_run(materialized, pg):
     lines = report.lines()
     assert lines[0].startswith(f"route_delay_stats_v1: {rows:,} rows offline, ")
     assert "passed" in lines[1] and report.run_id in lines[2]
+    # dbt read the saved parse: a profile differing from the parse's reparses the whole project
+    from skewless.config import settings
+
+    (log,) = (settings().dbt_project_dir / "target").glob(
+        f"dbt_models-{report.run_id[:7]}-*/dbt.log"
+    )
+    said = log.read_text()
+    assert "UnableToPartialParse" not in said, [
+        line for line in said.splitlines() if "UnableToPartialParse" in line
+    ]
 
 
 def test_views_by_name_latest_version_or_service():
