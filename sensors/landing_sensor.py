@@ -131,7 +131,7 @@ def raw_run_requests(files: list[LandedFile], build: bool = False) -> list[RunRe
 @sensor(
     name="landing_sensor",
     jobs=[raw_days_job, land_days_job],
-    minimum_interval_seconds=5,
+    minimum_interval_seconds=1,  # the daemon's sensors wake every second (skewless/daemon.py)
     default_status=DefaultSensorStatus.RUNNING,
     description="Loads new day files from the landing zone into raw tables; quarantines bad ones.",
 )

@@ -111,7 +111,7 @@ def test_ui_stopped_by_sigterm_leaves_no_dagster_process(tmp_path):
     family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     try:
         names = " ".join(" ".join(p.cmdline()) for p in _alive(family))
-        assert "dagster_webserver" in names and "dagster._daemon" in names
+        assert "dagster_webserver" in names and "skewless.daemon run" in names
         assert "skewless.cli stream" in names  # the stream worker runs in the same group
         assert record["webserver"]["pid"] == pgid  # the services lead a group of their own
         os.kill(proc.pid, signal.SIGTERM)

@@ -197,7 +197,8 @@ def run(host: str, port: int) -> int:
     )
     pgid = webserver.pid
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "dagster._daemon", "run", "-w", workspace]
+        # dagster-daemon, its sensors woken every second (skewless/daemon.py)
+        [sys.executable, "-m", "skewless.daemon", "run", "-w", workspace]
         + ["--log-level", "warning", "--code-server-log-level", "warning"],
         process_group=pgid,
         **common,
