@@ -24,6 +24,16 @@ class SkewlessDbtResource(DbtCliResource):
     def _cli_version(self) -> version.Version:
         return version.parse(installed_version("dbt-core"))
 
+    def cli(self, args, **kwargs):
+        """dbt through the run worker's warm dbt server when it has one (skewless/dbt_warm.py):
+        the same command, without importing dbt again (2-3 s of every dbt step)."""
+        from skewless import dbt_warm
+
+        warm = dbt_warm.executable()
+        if warm is None or self.dbt_executable == warm:
+            return super().cli(args, **kwargs)
+        return self.model_copy(update={"dbt_executable": warm}).cli(args, **kwargs)
+
 
 def dbt_resource() -> DbtCliResource:
     project = settings().dbt_project_dir

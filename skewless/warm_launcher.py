@@ -17,6 +17,9 @@ worker and starts a fresh one for the run (as slow as Dagster's own launch, and 
 (the runs that publish a landed day); other runs (the sensors' check runs) start a fresh worker,
 as Dagster's launch would, and leave the warm one waiting.
 
+A waiting worker also starts a warm dbt server (skewless/dbt_warm.py): its dbt steps fork a process
+with dbt already imported instead of starting `dbt` afresh.
+
 `preload` (dagster.yaml) names modules a waiting worker imports as well: Great Expectations, which
 the quality checks import when they run (5-8 s, the first check of every build paid it). Loading
 the definitions, the code server, the webserver, sensors and every CLI command still never import
@@ -81,7 +84,12 @@ def code_fingerprint(project: Path) -> tuple:
 def _in_daemon() -> bool:
     """The dagster-daemon process launches runs; the webserver only ever terminates them."""
     first = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
-    return first.name == "dagster-daemon" or first.parent.name == "_daemon"
+    return (
+        first.name == "dagster-daemon"
+        or first.parent.name == "_daemon"
+        or first.parts[-2:]
+        == ("skewless", "daemon.py")  # skewless.daemon, as `skewless ui` runs it
+    )
 
 
 class _Worker:
@@ -248,7 +256,10 @@ def _serve(preload: list[str]) -> int:
     from dagster._core.instance import DagsterInstance
     from dagster._utils.interrupts import capture_interrupts
 
+    from skewless import dbt_warm
+
     project = Path.cwd()
+    dbt_warm.start()  # dbt imported ahead too: the run's dbt steps fork it (skewless/dbt_warm.py)
     with contextlib.suppress(Exception):  # a broken file fails the run itself, with its error
         load_python_file(str(project / "definitions.py"), str(project))
     for module in preload:  # what checks import when they run (Great Expectations: 5-8 s)
