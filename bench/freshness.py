@@ -19,16 +19,18 @@ instance), it prints, with the load average:
    waits for the rest of those imports, 5-10 s on a busy 2-core machine).
 4. one new day after 30, 180 and 364 days of history: `bench/daily_build.py`, in a state of its own.
 
-    .venv/bin/python bench/freshness.py [--days 10] [--gap 20] [--port 3317] [--keep]
+    .venv/bin/python bench/freshness.py [--days 10] [--gap 20] [--port 3317] [--keep] [--parts 1,2,3,4]
 
-It needs about 5 minutes on a 2-core machine. The state folder (`.state/bench-freshness`, or
-SKEWLESS_STATE_DIR) is stopped at the end (`skewless down`) unless `--keep`.
+It needs about 5 minutes on a 2-core machine. The state folder (`.state/bench-freshness`, emptied
+at the start; or SKEWLESS_STATE_DIR, which must be empty) is stopped at the end (`skewless down`)
+unless `--keep`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -40,7 +42,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("SKEWLESS_STATE_DIR", str(ROOT / ".state" / "bench-freshness"))
+DEFAULT_STATE = ROOT / ".state" / "bench-freshness"
+os.environ.setdefault("SKEWLESS_STATE_DIR", str(DEFAULT_STATE))
 
 from skewless.config import settings  # noqa: E402
 
@@ -98,6 +101,8 @@ class DayLatency:
     after_dbt: float
     job: str
     success: bool
+    steps: dict[str, float]
+    """Each step's time from its start to its end, by step key."""
 
 
 def _start_ui(port: int) -> subprocess.Popen:
@@ -140,9 +145,11 @@ def _quiet(instance, seconds: float = 2.0, limit: float = 300) -> None:
         time.sleep(0.5)
 
 
-def _step_times(instance, run_id: str) -> dict[str, float]:
-    """Timestamps of the run's start and of the dbt step's start and end."""
+def _step_times(instance, run_id: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Timestamps of the run's start and of the dbt step's start and end; each step's duration."""
     found: dict[str, float] = {}
+    started: dict[str, float] = {}
+    steps: dict[str, float] = {}
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None:
@@ -150,11 +157,15 @@ def _step_times(instance, run_id: str) -> dict[str, float]:
         kind = event.event_type_value
         if kind == "PIPELINE_START":
             found["start"] = entry.timestamp
-        elif entry.step_key == "dbt_models" and kind == "STEP_START":
+        elif kind == "STEP_START":
+            started[entry.step_key] = entry.timestamp
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in started:
+            steps[entry.step_key] = entry.timestamp - started[entry.step_key]
+        if entry.step_key == "dbt_models" and kind == "STEP_START":
             found["dbt_start"] = entry.timestamp
         elif entry.step_key == "dbt_models" and kind in ("STEP_SUCCESS", "STEP_FAILURE"):
             found["dbt_end"] = entry.timestamp
-    return found
+    return found, steps
 
 
 def _publishing_run(instance, day: date, dropped: float, limit: float):
@@ -204,7 +215,7 @@ def landing_to_online(days: list[date], port: int, gap: float) -> list[DayLatenc
                 dropped = time.time()
                 replay(day, day, 0)
                 loader, publisher = _publishing_run(instance, day, dropped, 600)
-                times = _step_times(instance, publisher.dagster_run.run_id)
+                times, steps = _step_times(instance, publisher.dagster_run.run_id)
                 end = publisher.end_time or time.time()
                 created = loader.create_timestamp.timestamp()
                 start = times.get("start", created)
@@ -221,6 +232,7 @@ def landing_to_online(days: list[date], port: int, gap: float) -> list[DayLatenc
                         after_dbt=end - dbt_end,
                         job=publisher.dagster_run.job_name,
                         success=publisher.dagster_run.status.value == "SUCCESS",
+                        steps=steps,
                     )
                 )
                 print(
@@ -268,6 +280,14 @@ def latency_report(found: list[DayLatency]) -> list[str]:
         f"(target <= 15 s: {'met' if p50 <= 15 else 'NOT met'}); "
         f"{sum(not f.success for f in found)} failed"
     )
+    keys = {key for f in found for key in f.steps}
+    medians = {k: statistics.median(f.steps.get(k, 0.0) for f in found) for k in keys}
+    slowest = sorted(medians.items(), key=lambda kv: -kv[1])
+    lines.append(
+        f"  {len(keys)} steps, {sum(medians.values()):.1f} s in steps (sum of medians); "
+        "the slowest, median:"
+    )
+    lines += [f"    {key:56s} {seconds:5.2f} s" for key, seconds in slowest[:12]]
     return lines
 
 
@@ -303,6 +323,18 @@ def new_day_build_times() -> dict[int, float] | None:
 # ---------------------------------------------------------------- main
 
 
+def _fresh_state(state: Path) -> bool:
+    """An empty state folder to start from: the bench's own folder is stopped and emptied (a
+    previous run's days and replay clock would make this run's history wrong); another folder
+    must be empty or absent, since it may be somebody's real state."""
+    if state.resolve() == DEFAULT_STATE.resolve():
+        if state.exists():
+            subprocess.run(skewless("down"), cwd=ROOT, capture_output=True, check=False)
+            shutil.rmtree(state)
+        return True
+    return not state.exists() or not any(state.iterdir())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=10, help="days replayed one at a time (10)")
@@ -314,51 +346,79 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds between a day online and the next drop, as with `replay --pace` (20)",
     )
     parser.add_argument("--keep", action="store_true", help="leave the state's servers running")
+    parser.add_argument(
+        "--parts",
+        default="1,2,3,4",
+        help="parts to run (default all); 3 needs the history 2 builds, so 3 runs 2 as well",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.days <= 60:
         parser.error("--days must be between 1 and 60")
+    parts = {p.strip() for p in args.parts.split(",")}
+    if not parts <= {"1", "2", "3", "4"}:
+        parser.error("--parts takes numbers from 1 to 4, separated by commas")
+    if "3" in parts:
+        parts.add("2")
 
     from skewless.progress import to_terminal
 
     to_terminal()
     state = settings().state_dir
+    if not _fresh_state(state):
+        parser.error(
+            f"{state} holds an earlier state (its data and replay clock would skew the figures):"
+            " use an empty folder, or the default one, which the bench empties itself"
+        )
     replayed = [LAST_DAY - timedelta(days=args.days - 1 - i) for i in range(args.days)]
     history_last = replayed[0] - timedelta(days=1)
     print(f"freshness bench, state {state}, load average {load()}", flush=True)
+    summary = []
     try:
-        print("\n1. raw loading (bench/raw_ingest.py --days 365 --repeat 3)", flush=True)
-        raw_lines = raw_loading()
-        print("\n".join(raw_lines), flush=True)
+        if "1" in parts:
+            print("\n1. raw loading (bench/raw_ingest.py --days 365 --repeat 3)", flush=True)
+            raw_lines = raw_loading()
+            print("\n".join(raw_lines), flush=True)
+            summary.append(raw_lines[-1].strip())
 
-        print(f"\n2. the year build: 2013-01-01..{history_last} (skewless backfill)", flush=True)
-        seconds, ok = year_build(date(2013, 1, 1), history_last)
-        year = f"  {(history_last - date(2013, 1, 1)).days + 1} days built in {seconds:.1f} s"
-        print(f"{year} ({'ok' if ok else 'FAILED'}; load average {load()})", flush=True)
+        if "2" in parts:
+            print(
+                f"\n2. the year build: 2013-01-01..{history_last} (skewless backfill)", flush=True
+            )
+            seconds, ok = year_build(date(2013, 1, 1), history_last)
+            year = f"{(history_last - date(2013, 1, 1)).days + 1} days built in {seconds:.1f} s"
+            print(f"  {year} ({'ok' if ok else 'FAILED'}; load average {load()})", flush=True)
+            summary.append(year)
 
-        print(f"\n3. landing -> online, {args.days} days one at a time (skewless ui)", flush=True)
-        found = landing_to_online(replayed, args.port, args.gap)
-        lines = latency_report(found)
-        print("\n".join(lines), flush=True)
+        if "3" in parts:
+            print(
+                f"\n3. landing -> online, {args.days} days one at a time (skewless ui)", flush=True
+            )
+            found = landing_to_online(replayed, args.port, args.gap)
+            lines = latency_report(found)
+            print("\n".join(lines), flush=True)
+            summary.append(lines[-1].strip())
 
-        print(
-            "\n4. one new day after 30, 180 and 364 days of history (bench/daily_build.py)",
-            flush=True,
-        )
-        times = new_day_build_times()
-        if times is None:
-            print("  not measured: bench/daily_build.py failed (its output is above)")
-        else:
-            for days, value in times.items():
-                print(f"  after {days:3d} days: {value:.1f} s")
-            first, last = min(times), max(times)
-            ratio = times[last] / times[first]
-            verdict = "met" if ratio <= 1.3 else "NOT met"
-            print(f"  {last} vs {first} days: {ratio:.2f}x (target <= 1.3x: {verdict})")
+        if "4" in parts:
+            print(
+                "\n4. one new day after 30, 180 and 364 days of history (bench/daily_build.py)",
+                flush=True,
+            )
+            times = new_day_build_times()
+            if times is None:
+                print("  not measured: bench/daily_build.py failed (its output is above)")
+            else:
+                for days, value in times.items():
+                    print(f"  after {days:3d} days: {value:.1f} s")
+                first, last = min(times), max(times)
+                ratio = times[last] / times[first]
+                verdict = "met" if ratio <= 1.3 else "NOT met"
+                said = f"{last} vs {first} days: {ratio:.2f}x (target <= 1.3x: {verdict})"
+                print(f"  {said}")
+                summary.append(f"one new day after {said}")
 
         print("\nsummary (load average " + load() + ")")
-        print("  " + raw_lines[-1].strip())
-        print(year)
-        print(lines[-1])
+        for line in summary:
+            print(f"  {line}")
     finally:
         if not args.keep:
             subprocess.run(skewless("down"), cwd=ROOT, capture_output=True, check=False)
