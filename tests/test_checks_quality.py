@@ -207,36 +207,3 @@ def test_a_duplicate_row_fails_data_quality_and_nothing_is_published(svc, defs, 
     assert failure["sample"][0]["origin"] == "JFK" and failure["sample"][0]["copies"] == 2
     assert not published(result, name)
     assert redis_snapshot(rds, namespace, name) == before
-
-
-def test_the_check_validates_the_rows_the_latest_build_wrote(svc, registry):
-    """A daily build validates its rewritten rows, not the year before them again: a bad row the
-    build did not write is not looked at, one it wrote is, and with no record every row is."""
-    view = registry.view("carrier_delay_stats_v1")
-    with scratch_copy(svc.postgres_url, view.relation, "carrier_written") as (conn, relation):
-        rel, model = f"{relation[0]}.{relation[1]}", f"{relation[0]}.{relation[1]}"
-        last = conn.execute(f"select max(feature_ts) from {rel}").fetchone()[0]
-        conn.execute(
-            f"update {rel} set late_share_7d = 1.5 where ctid in (select ctid from {rel}"
-            f" where feature_ts < %s - interval '10 days' limit 2)",
-            (last,),
-        )
-        whole = validate(svc.postgres_url, view, relation=relation, written_only=True)
-        assert [o.unexpected_count for o in whole.failed] == [2]  # no record: every row
-        conn.execute(
-            "insert into raw.build_state (model, seen, rows_written) values"
-            " (%s, pg_current_snapshot(), tstzmultirange(tstzrange(%s - interval '2 days', null)))",
-            (model, last),
-        )
-        try:
-            written = validate(svc.postgres_url, view, relation=relation, written_only=True)
-            assert written.passed and "rows its latest build wrote" in written.describe()
-            conn.execute(
-                f"update {rel} set late_share_7d = 1.5 where ctid ="
-                f" (select ctid from {rel} where feature_ts = %s limit 1)",
-                (last,),
-            )
-            again = validate(svc.postgres_url, view, relation=relation, written_only=True)
-            assert [o.unexpected_count for o in again.failed] == [1]
-        finally:
-            conn.execute("delete from raw.build_state where model = %s", (model,))
