@@ -257,7 +257,7 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def latency_report(found: list[DayLatency]) -> list[str]:
+def latency_report(found: list[DayLatency], shown: int = 12) -> list[str]:
     lines = ["  stage                     p50      p95"]
     for label, attr in (
         ("drop -> online (total)", "total"),
@@ -287,7 +287,7 @@ def latency_report(found: list[DayLatency]) -> list[str]:
         f"  {len(keys)} steps, {sum(medians.values()):.1f} s in steps (sum of medians); "
         "the slowest, median:"
     )
-    lines += [f"    {key:56s} {seconds:5.2f} s" for key, seconds in slowest[:12]]
+    lines += [f"    {key:56s} {seconds:5.2f} s" for key, seconds in slowest[:shown]]
     return lines
 
 
@@ -347,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="leave the state's servers running")
     parser.add_argument(
+        "--steps", type=int, default=12, help="steps listed in part 3, slowest first (12)"
+    )
+    parser.add_argument(
         "--parts",
         default="1,2,3,4",
         help="parts to run (default all); 3 needs the history 2 builds, so 3 runs 2 as well",
@@ -394,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"\n3. landing -> online, {args.days} days one at a time (skewless ui)", flush=True
             )
             found = landing_to_online(replayed, args.port, args.gap)
-            lines = latency_report(found)
+            lines = latency_report(found, args.steps)
             print("\n".join(lines), flush=True)
             summary.append(lines[-1].strip())
 
