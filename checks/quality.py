@@ -1,6 +1,7 @@
 """Data quality: the view's Great Expectations suite (generated from the registry, plus its
 hand-written expectations); blocking, so a view with NULL keys, duplicate rows, out-of-range or
-too often missing values is not published to Redis."""
+too often missing values is not published to Redis. It validates the rows the latest build wrote,
+as the dbt tests do (skewless/quality/expectations.py): past rows were validated when written."""
 
 from dagster import (
     AssetCheckResult,
@@ -28,12 +29,13 @@ def quality_check(view: FeatureView) -> AssetChecksDefinition:
         description=(
             f"Great Expectations suite of {view.versioned_name} ({len(suite)} expectations: keys "
             "and times not null, unique key + feature_ts + created_at, declared ranges and NULL "
-            "rates, hand-written ones); blocks publishing to Redis when one fails."
+            "rates, hand-written ones), on the rows the view's latest build wrote (every row after "
+            "a full build); blocks publishing to Redis when one fails."
         ),
         metadata={"expectations": MetadataValue.md(_suite_md(view))},
     )
     def _check(postgres: PostgresResource) -> AssetCheckResult:
-        report = validate(postgres.url, view)
+        report = validate(postgres.url, view, written_only=True)
         if not report.passed:
             log.warning(f"data quality failed: {report.describe()}")
         first = report.failed[0] if report.failed else None

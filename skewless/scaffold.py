@@ -304,6 +304,7 @@ models:
         enforced: true
       indexes:
         - columns: [{keys}, feature_ts, created_at]
+          unique: true
       meta:
         skewless:
           entity: [{keys}]

@@ -188,22 +188,79 @@ def test_a_null_key_fails_data_quality_and_nothing_is_published_until_fixed(svc,
 
 
 def test_a_duplicate_row_fails_data_quality_and_nothing_is_published(svc, defs, rds):
-    name, namespace = "route_delay_stats_v1", settings().namespace
+    """A partner's table has no unique index (another team's): the suite's uniqueness
+    expectation over its rows catches a duplicate, and the view is not published."""
+    name, namespace = "airport_schedule_load_v1", settings().namespace
     before = redis_snapshot(rds, namespace, name)
-    with restored(svc.postgres_url, "features", name) as conn:
+    with restored(svc.postgres_url, "partner", "airport_schedule_load") as conn:
         conn.execute(
-            f"insert into features.{name} select origin, dest, feature_ts, created_at, 999,"
-            f" dep_delay_mean_30d, late_share_7d, late_share_30d, flight_count_7d,"
-            f" flight_count_30d from features.{name} where origin = 'JFK' and dest = 'LAX'"
-            f" order by feature_ts desc limit 1"
+            "insert into partner.airport_schedule_load select * from partner.airport_schedule_load"
+            " where origin = 'JFK' order by observed_at desc limit 1"
         )
         result = check_then_publish(defs, name, BLOCKING, feature_view_asset_key(name))
     quality = evaluations(result)["quality_expectations"]
     assert not quality.passed
     assert quality.metadata["failed_expectations"].value == (
-        "unique(origin, dest, feature_ts, created_at)"
+        "unique(origin, observed_at, loaded_at)"
     )
     [failure] = quality.metadata["failures"].data
     assert failure["sample"][0]["origin"] == "JFK" and failure["sample"][0]["copies"] == 2
     assert not published(result, name)
     assert redis_snapshot(rds, namespace, name) == before
+
+
+def test_a_feature_view_refuses_a_duplicate_row_by_its_unique_index(svc):
+    """One row per key + feature_ts + created_at holds by construction in a dbt feature view:
+    a duplicate written by hand, outside any build, is refused by PostgreSQL (so a check that
+    reads only the rows a build wrote misses none)."""
+    import psycopg
+
+    name = "route_delay_stats_v1"
+    with psycopg.connect(svc.postgres_url, autocommit=True) as conn:
+        rows = conn.execute(f"select count(*) from features.{name}").fetchone()[0]
+        with pytest.raises(psycopg.errors.UniqueViolation, match="duplicate key value"):
+            conn.execute(
+                f"insert into features.{name} select * from features.{name}"
+                " where origin = 'JFK' and dest = 'LAX' order by feature_ts desc limit 1"
+            )
+        assert conn.execute(f"select count(*) from features.{name}").fetchone()[0] == rows
+
+
+def test_the_check_validates_the_rows_the_latest_build_wrote(svc, registry):
+    """A daily build validates its rewritten rows, not the year before them again: a bad row the
+    build did not write is not looked at, one it wrote is, and with no record every row is."""
+    view = registry.view("carrier_delay_stats_v1")
+    with scratch_copy(svc.postgres_url, view.relation, "carrier_written") as (conn, relation):
+        rel, model = f"{relation[0]}.{relation[1]}", f"{relation[0]}.{relation[1]}"
+        last = conn.execute(f"select max(feature_ts) from {rel}").fetchone()[0]
+        conn.execute(
+            f"update {rel} set late_share_7d = 1.5 where ctid in (select ctid from {rel}"
+            f" where feature_ts < %s - interval '10 days' limit 2)",
+            (last,),
+        )
+        whole = validate(svc.postgres_url, view, relation=relation, written_only=True)
+        assert [o.unexpected_count for o in whole.failed] == [2]  # no record: every row
+        conn.execute(
+            "insert into raw.build_state (model, seen, rows_written) values"
+            " (%s, pg_current_snapshot(), tstzmultirange(tstzrange(%s - interval '2 days', null)))",
+            (model, last),
+        )
+        try:
+            written = validate(svc.postgres_url, view, relation=relation, written_only=True)
+            assert written.passed and "rows its latest build wrote" in written.describe()
+            conn.execute(
+                f"update {rel} set late_share_7d = 1.5 where ctid ="
+                f" (select ctid from {rel} where feature_ts = %s limit 1)",
+                (last,),
+            )
+            again = validate(svc.postgres_url, view, relation=relation, written_only=True)
+            assert [o.unexpected_count for o in again.failed] == [1]
+            # a build that wrote nothing: no rates over no rows, nothing new to fail
+            conn.execute(
+                "update raw.build_state set rows_written = '{}' where model = %s", (model,)
+            )
+            empty = validate(svc.postgres_url, view, relation=relation, written_only=True)
+            assert empty.passed and not empty.outcomes
+            assert "wrote no rows: nothing new to validate" in empty.describe()
+        finally:
+            conn.execute("delete from raw.build_state where model = %s", (model,))
