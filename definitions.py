@@ -12,11 +12,7 @@ from assets.registry import registry
 from assets.serving_skew import serving_skew
 from assets.streams import stream_assets
 from checks.freshness import freshness_checks
-from checks.future_values import future_values_check
-from checks.online_consistency import online_consistency_check
-from checks.online_coverage import online_coverage_check
-from checks.quality import quality_check
-from checks.schema import schema_check
+from checks.view_checks import after_publish_checks, before_redis_checks
 from jobs import (
     build_features_job,
     build_training_sets_job,
@@ -56,11 +52,8 @@ defs = Definitions(
         serving_skew,
     ],
     asset_checks=[
-        *(online_coverage_check(view) for view in REGISTRY.table_views.values()),
-        *(online_consistency_check(view) for view in REGISTRY.table_views.values()),
-        *(schema_check(view) for view in REGISTRY.table_views.values()),
-        *(future_values_check(view) for view in REGISTRY.table_views.values()),
-        *(quality_check(view) for view in REGISTRY.table_views.values()),
+        *(before_redis_checks(view) for view in REGISTRY.table_views.values()),
+        *(after_publish_checks(view) for view in REGISTRY.table_views.values()),
         *freshness_checks,
     ],
     jobs=[

@@ -103,6 +103,8 @@ class DayLatency:
     success: bool
     steps: dict[str, float]
     """Each step's time from its start to its end, by step key."""
+    in_steps_after_dbt: float = 0.0
+    """The time steps after dbt spent in their own code (the rest is Dagster between steps)."""
 
 
 def _start_ui(port: int) -> subprocess.Popen:
@@ -161,6 +163,10 @@ def _step_times(instance, run_id: str) -> tuple[dict[str, float], dict[str, floa
             started[entry.step_key] = entry.timestamp
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in started:
             steps[entry.step_key] = entry.timestamp - started[entry.step_key]
+            if "dbt_end" in found and started[entry.step_key] >= found["dbt_end"]:
+                found["in_steps_after_dbt"] = (
+                    found.get("in_steps_after_dbt", 0.0) + (steps[entry.step_key])
+                )
         if entry.step_key == "dbt_models" and kind == "STEP_START":
             found["dbt_start"] = entry.timestamp
         elif entry.step_key == "dbt_models" and kind in ("STEP_SUCCESS", "STEP_FAILURE"):
@@ -233,6 +239,7 @@ def landing_to_online(days: list[date], port: int, gap: float) -> list[DayLatenc
                         job=publisher.dagster_run.job_name,
                         success=publisher.dagster_run.status.value == "SUCCESS",
                         steps=steps,
+                        in_steps_after_dbt=times.get("in_steps_after_dbt", 0.0),
                     )
                 )
                 print(
@@ -266,6 +273,7 @@ def latency_report(found: list[DayLatency], shown: int = 12) -> list[str]:
         ("  steps before dbt", "before_dbt"),
         ("  dbt (incremental)", "dbt"),
         ("  steps after dbt", "after_dbt"),
+        ("    in the steps' code", "in_steps_after_dbt"),
     ):
         values = [getattr(f, attr) for f in found]
         lines.append(f"  {label:24s} {_pct(values, 50):5.1f} s  {_pct(values, 95):5.1f} s")

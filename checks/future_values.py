@@ -14,13 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from dagster import (
-    AssetCheckResult,
-    AssetChecksDefinition,
-    AssetCheckSeverity,
-    MetadataValue,
-    asset_check,
-)
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 from psycopg import sql
 
 from assets.dbt import feature_view_asset_key
@@ -86,8 +80,8 @@ def future_rows(conn: psycopg.Connection, view: FeatureView, now: datetime) -> F
     return FutureRows(now, rows, newest, sample)
 
 
-def future_values_check(view: FeatureView) -> AssetChecksDefinition:
-    @asset_check(
+def future_values_spec(view: FeatureView) -> AssetCheckSpec:
+    return AssetCheckSpec(
         asset=feature_view_asset_key(view.versioned_name),
         name="no_future_values",
         blocking=True,
@@ -96,23 +90,25 @@ def future_values_check(view: FeatureView) -> AssetChecksDefinition:
             "publishing to Redis when one does (it would be served as present, and never replaced)."
         ),
     )
-    def _check(postgres: PostgresResource) -> AssetCheckResult:
-        now = clock.now()
-        with postgres.connect() as conn:
-            report = future_rows(conn, view, now)
-        description = report.describe(view.relation)
-        if not report.passed:
-            log.warning(f"future values: {description}")
-        return AssetCheckResult(
-            passed=report.passed,
-            severity=AssetCheckSeverity.ERROR,
-            description=description,
-            metadata={
-                "clock": now.isoformat(),
-                "future_rows": report.rows,
-                "newest_feature_ts": report.newest.isoformat() if report.newest else "none",
-                "sample": MetadataValue.json(report.sample),
-            },
-        )
 
-    return _check
+
+def check_future_values(view: FeatureView, postgres: PostgresResource) -> AssetCheckResult:
+    now = clock.now()
+    with postgres.connect() as conn:
+        report = future_rows(conn, view, now)
+    description = report.describe(view.relation)
+    if not report.passed:
+        log.warning(f"future values: {description}")
+    return AssetCheckResult(
+        asset_key=feature_view_asset_key(view.versioned_name),
+        check_name="no_future_values",
+        passed=report.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=description,
+        metadata={
+            "clock": now.isoformat(),
+            "future_rows": report.rows,
+            "newest_feature_ts": report.newest.isoformat() if report.newest else "none",
+            "sample": MetadataValue.json(report.sample),
+        },
+    )

@@ -12,6 +12,7 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetKey,
     MetadataValue,
     asset_check,
@@ -27,35 +28,51 @@ MAX_MISMATCH_RATE = float(os.environ.get("SKEWLESS_CONSISTENCY_MAX_RATE", "0.0")
 """Any mismatch fails by default: newest-wins writes leave no room for an honest one."""
 
 
-def online_consistency_check(view: FeatureView) -> AssetChecksDefinition:
-    @asset_check(
+def consistency_spec(view: FeatureView) -> AssetCheckSpec:
+    return AssetCheckSpec(
         asset=AssetKey(["online", view.versioned_name]),
         name="online_matches_offline",
         blocking=True,
         description=f"{SAMPLE} random live entities of {view.relation}: Redis holds their "
         "latest offline row, value for value.",
     )
+
+
+def check_consistency(
+    view: FeatureView, postgres: PostgresResource, redis: RedisResource
+) -> AssetCheckResult:
+    with postgres.connect() as conn:
+        report = compare_sample(conn, redis.client(), redis.namespace, view, sample=SAMPLE)
+    passed = report.mismatch_rate <= MAX_MISMATCH_RATE
+    summary = (
+        f"{report.mismatched} of {report.sampled} sampled entities differ "
+        f"({report.mismatch_rate:.1%}, limit {MAX_MISMATCH_RATE:.1%})"
+    )
+    if not passed:
+        log.warning(f"online/offline mismatch in {view.versioned_name}: {summary}")
+    return AssetCheckResult(
+        asset_key=AssetKey(["online", view.versioned_name]),
+        check_name="online_matches_offline",
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=summary if not passed else None,
+        metadata={
+            "sampled": report.sampled,
+            "mismatched": report.mismatched,
+            "mismatch_rate": report.mismatch_rate,
+            "newer_online": report.newer_online,
+            "examples": MetadataValue.json(report.examples),
+        },
+    )
+
+
+def online_consistency_check(view: FeatureView) -> AssetChecksDefinition:
+    """The check alone, for a code location of its own (the tests'): Skewless's definitions run
+    it in the view's after-publish step (checks/view_checks.py)."""
+    spec = consistency_spec(view)
+
+    @asset_check(asset=spec.asset_key, name=spec.name, blocking=True, description=spec.description)
     def _check(postgres: PostgresResource, redis: RedisResource) -> AssetCheckResult:
-        with postgres.connect() as conn:
-            report = compare_sample(conn, redis.client(), redis.namespace, view, sample=SAMPLE)
-        passed = report.mismatch_rate <= MAX_MISMATCH_RATE
-        summary = (
-            f"{report.mismatched} of {report.sampled} sampled entities differ "
-            f"({report.mismatch_rate:.1%}, limit {MAX_MISMATCH_RATE:.1%})"
-        )
-        if not passed:
-            log.warning(f"online/offline mismatch in {view.versioned_name}: {summary}")
-        return AssetCheckResult(
-            passed=passed,
-            severity=AssetCheckSeverity.ERROR,
-            description=summary if not passed else None,
-            metadata={
-                "sampled": report.sampled,
-                "mismatched": report.mismatched,
-                "mismatch_rate": report.mismatch_rate,
-                "newer_online": report.newer_online,
-                "examples": MetadataValue.json(report.examples),
-            },
-        )
+        return check_consistency(view, postgres, redis)
 
     return _check

@@ -3,13 +3,7 @@ hand-written expectations); blocking, so a view with NULL keys, duplicate rows, 
 too often missing values is not published to Redis. It validates the rows the latest build wrote,
 as the dbt tests do (skewless/quality/expectations.py): past rows were validated when written."""
 
-from dagster import (
-    AssetCheckResult,
-    AssetChecksDefinition,
-    AssetCheckSeverity,
-    MetadataValue,
-    asset_check,
-)
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
 from assets.dbt import feature_view_asset_key
 from resources import PostgresResource
@@ -18,11 +12,10 @@ from skewless.quality.expectations import suite_for, validate, verify_declared
 from skewless.registry import FeatureView
 
 
-def quality_check(view: FeatureView) -> AssetChecksDefinition:
+def quality_spec(view: FeatureView) -> AssetCheckSpec:
     verify_declared(view)  # an unknown expectation in YAML fails when definitions load
     suite = suite_for(view)
-
-    @asset_check(
+    return AssetCheckSpec(
         asset=feature_view_asset_key(view.versioned_name),
         name="quality_expectations",
         blocking=True,
@@ -34,27 +27,29 @@ def quality_check(view: FeatureView) -> AssetChecksDefinition:
         ),
         metadata={"expectations": MetadataValue.md(_suite_md(view))},
     )
-    def _check(postgres: PostgresResource) -> AssetCheckResult:
-        report = validate(postgres.url, view, written_only=True)
-        if not report.passed:
-            log.warning(f"data quality failed: {report.describe()}")
-        first = report.failed[0] if report.failed else None
-        return AssetCheckResult(
-            passed=report.passed,
-            severity=AssetCheckSeverity.ERROR,
-            description=report.describe(),
-            metadata={
-                "expectations": len(report.outcomes),
-                "failed": len(report.failed),
-                "failed_expectations": ", ".join(o.spec.label for o in report.failed) or "none",
-                "first_failure": first.describe() if first else "none",
-                "unexpected_rows": sum(o.unexpected_count or 0 for o in report.failed),
-                "failures": MetadataValue.json([o.as_json() for o in report.failed]),
-                "seconds": round(report.seconds, 3),
-            },
-        )
 
-    return _check
+
+def check_quality(view: FeatureView, postgres: PostgresResource) -> AssetCheckResult:
+    report = validate(postgres.url, view, written_only=True)
+    if not report.passed:
+        log.warning(f"data quality failed: {report.describe()}")
+    first = report.failed[0] if report.failed else None
+    return AssetCheckResult(
+        asset_key=feature_view_asset_key(view.versioned_name),
+        check_name="quality_expectations",
+        passed=report.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=report.describe(),
+        metadata={
+            "expectations": len(report.outcomes),
+            "failed": len(report.failed),
+            "failed_expectations": ", ".join(o.spec.label for o in report.failed) or "none",
+            "first_failure": first.describe() if first else "none",
+            "unexpected_rows": sum(o.unexpected_count or 0 for o in report.failed),
+            "failures": MetadataValue.json([o.as_json() for o in report.failed]),
+            "seconds": round(report.seconds, 3),
+        },
+    )
 
 
 def _suite_md(view: FeatureView) -> str:
