@@ -21,3 +21,26 @@ def test_the_warm_launcher_knows_it_runs_in_this_daemon(monkeypatch):
     assert warm_launcher._in_daemon()
     monkeypatch.setattr(sys, "argv", ["/venv/bin/dagster-webserver", "-p", "3000"])
     assert not warm_launcher._in_daemon()
+
+
+def test_the_daemon_reloads_its_code_location_only_when_the_code_changed(tmp_path, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from dagster._daemon import controller
+
+    cls = controller.DagsterDaemonController
+    monkeypatch.setattr(cls, "check_workspace_freshness", cls.check_workspace_freshness)
+    (tmp_path / "definitions.py").write_text("x = 1\n")
+    daemon._reload_on_change(tmp_path)
+    reloads: list[int] = []
+    context = SimpleNamespace(refresh_workspace=lambda: reloads.append(1))
+    fake = SimpleNamespace(_grpc_server_registry=None, _workspace_process_context=context)
+    check = cls.check_workspace_freshness
+    just_now = time.time()
+    assert check(fake, just_now) == just_now  # within Dagster's interval: nothing looked at
+    long_ago = just_now - 2 * controller.RELOAD_WORKSPACE_INTERVAL
+    assert check(fake, long_ago) >= just_now and reloads == []  # unchanged: no new code server
+    (tmp_path / "definitions.py").write_text("x = 22\n")
+    assert check(fake, long_ago) >= just_now and reloads == [1]  # changed: reloaded once
+    assert check(fake, long_ago) >= just_now and reloads == [1]
