@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from assets import partner
 from skewless.config import settings
 from skewless.dbt import dbt_env
 from skewless.ingest import nycflights, raw
@@ -48,6 +49,18 @@ def _dbt(database: str, target: Path, *args: str) -> None:
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _partner(conn: psycopg.Connection, day: date) -> set[tuple]:
+    """The partner's job at the end of `day` (incremental after its first run); its rows without
+    loaded_at (when each was written)."""
+    partner.refresh(conn, datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC))
+    return set(
+        conn.execute(
+            "select origin, observed_at, departures_next_2h, destinations_next_2h"
+            " from partner.airport_schedule_load"
+        )
+    )
 
 
 def _load(conn: psycopg.Connection, table: str, first: date, last: date | None = None) -> None:
@@ -113,12 +126,14 @@ def history(svc, tmp_path_factory):
                     date(2013, 1, 31),
                 ):
                     _dbt(database, target, "run")  # a build now and then, over several days
+                    _partner(conn, day)
                 day += timedelta(days=1)
             _load(conn, "flights", LATE)  # lands late: its neighbours were built long ago
             _load(conn, "weather", LATE)
             _dbt(database, target, "run")
 
             before = _tables(conn)
+            _partner(conn, date(2013, 1, 31))  # the late day's hours
             corrected = nycflights.read_days("flights", CORRECTED, CORRECTED).copy()
             corrected["dep_delay"] = corrected["dep_delay"] + 17  # a corrected delay feed
             with conn.transaction():
@@ -132,14 +147,18 @@ def history(svc, tmp_path_factory):
                 )
             _dbt(database, target, "run")
             after = _tables(conn)
+            _partner(conn, date(2013, 1, 31))  # the corrected day's (its delays: none change)
 
             _load(conn, "flights", date(2013, 2, 1), last)  # then two more days, and a hand edit
             _load(conn, "weather", date(2013, 2, 1), last)
             conn.execute("update raw.weather set temp = temp + 1 where obs_date = '2013-01-25'")
             _dbt(database, target, "run")
             incremental = _tables(conn)
+            incremental["partner"] = _partner(conn, last)
             _dbt(database, target, "run", "--full-refresh")
             full = _tables(conn)
+            conn.execute("delete from raw.build_state where model = %s", (partner.TABLE,))
+            full["partner"] = _partner(conn, last)  # no record of a last run: every hour
             yield conn, before, after, incremental, full
     finally:
         with psycopg.connect(admin.url(), autocommit=True) as conn:
@@ -150,7 +169,7 @@ def history(svc, tmp_path_factory):
 
 def test_incremental_builds_equal_a_full_refresh(history):
     _, _, _, incremental, full = history
-    for view in VIEWS:
+    for view in (*VIEWS, "partner"):
         assert full[view], view
         assert incremental[view] == full[view], view
 
@@ -179,7 +198,9 @@ def test_a_corrected_day_changes_exactly_the_rows_whose_windows_hold_it(history,
 def test_every_view_records_the_snapshot_it_read_raw_under(history):
     conn, *_ = history
     states = conn.execute("select model from raw.build_state order by 1").fetchall()
-    assert [model for (model,) in states] == sorted(f"features.{v}" for v in VIEWS)
+    assert [model for (model,) in states] == sorted(
+        [*(f"features.{v}" for v in VIEWS), partner.TABLE]
+    )
     # the log holds the days each write touched: the load, the reload's delete and insert
     touched = conn.execute(
         "select table_name, day, count(*) from raw.changed_days"
