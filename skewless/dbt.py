@@ -101,21 +101,25 @@ def database_name() -> str:
     return settings().database
 
 
-def ensure_manifest(project: Path | None = None) -> Path:
+def ensure_manifest(project: Path | None = None, *, for_builds: bool = False) -> Path:
     """The manifest of the project's sources as they are now: `dbt parse` runs when any model,
     macro, test or project file was added, changed, renamed or deleted since the last parse.
-    Parses of one target run one at a time (a lock beside the manifest)."""
+    Parses of one target run one at a time (a lock beside the manifest).
+
+    `for_builds`: also parsed again when the saved parse was made for another profile (before
+    the server was known), so that dbt builds reuse it; readers of the definitions (registry,
+    plan, serve's watch) take any parse of the same sources."""
     project = (project or settings().dbt_project_dir).resolve()
     target = target_dir(project)
     manifest = manifest_path(project)
     stamp = target / _SOURCES_HASH
-    if _is_current(manifest, stamp, sources_hash(project)):
+    if _is_current(manifest, stamp, sources_hash(project), for_builds):
         return manifest
     target.mkdir(parents=True, exist_ok=True)
     with open(target / ".parse.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         current = sources_hash(project)  # another process may have parsed while we waited
-        if _is_current(manifest, stamp, current):
+        if _is_current(manifest, stamp, current, for_builds):
             return manifest
         _parse(project, target)
         tmp = stamp.with_suffix(".tmp")
@@ -136,14 +140,16 @@ def _profile() -> str:
     return "\0".join(env.get(f"SKEWLESS_PG_{name}", "") for name in names)
 
 
-def _is_current(manifest: Path, stamp: Path, sources: str) -> bool:
-    """The manifest describes these sources and, once a server is known, was parsed for it; a
-    reader with no server yet (definitions loading) takes any parse of the same sources."""
+def _is_current(manifest: Path, stamp: Path, sources: str, for_builds: bool) -> bool:
+    """The manifest describes these sources and, for builds once a server is known, was parsed
+    for it."""
     if not (manifest.exists() and stamp.exists()):
         return False
     saved_sources, _, saved_profile = stamp.read_text().strip().partition("\n")
     if saved_sources != sources:
         return False
+    if not for_builds:
+        return True
     profile = _profile()
     return profile == "placeholder" or saved_profile == profile
 

@@ -57,7 +57,7 @@ def prepare_dagster_home() -> dict[str, str]:
     # (parsed again now if the saved parse was made before the server was known)
     from skewless.dbt import ensure_manifest, target_dir
 
-    ensure_manifest()
+    ensure_manifest(for_builds=True)
     os.environ.setdefault(
         "DBT_PARTIAL_PARSE_FILE_PATH", str(target_dir() / "partial_parse.msgpack")
     )

@@ -165,7 +165,9 @@ def test_serve_serves_the_published_registry_and_logs_a_differing_working_copy(
 ):
     root = _copy_project(tmp_path)
     _rename_temp(root)
-    working_copy(root / "dbt_project")  # parsed here: the server's first look takes no dbt parse
+    # parsed ahead, by a process with the server's settings (its parse target is the server's):
+    # the server's first look then takes no dbt parse
+    _cli(root, "plan")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

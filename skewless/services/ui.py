@@ -176,7 +176,7 @@ def run(host: str, port: int) -> int:
     if not port_free(host, port):
         raise SkewlessError(port_in_use_message(host, port))
     env = prepare_dagster_home()
-    ensure_manifest()
+    ensure_manifest(for_builds=True)
     env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), BETA_NOTE) if w)
     workspace = str(cfg.project_dir / "workspace.yaml")
     shown = f"[{host}]" if ":" in host else host
