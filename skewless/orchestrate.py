@@ -51,6 +51,10 @@ def prepare_dagster_home() -> dict[str, str]:
     # (an INSERT, a NOTIFY and the asset's index rows each), a year took about 7 s per raw asset
     # after its rows were loaded; batched, one statement stores them
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    # dbt writes its file log (dbt.log beside each run's artifacts) at debug level by default:
+    # every statement and connection event of ~85 nodes, in the dbt process a landed day's build
+    # waits for; info keeps what a reader looks for there (results, warnings, parse decisions)
+    os.environ.setdefault("DBT_LOG_LEVEL_FILE", "info")
     # dagster-dbt gives every dbt invocation a target folder of its own, where dbt finds no saved
     # parse and parses the whole project again (seconds per run): read the one `ensure_manifest`
     # keeps current instead (dbt still checks every file's hash and reparses what changed)
