@@ -100,8 +100,6 @@ def check_future_values(view: FeatureView, postgres: PostgresResource) -> AssetC
     if not report.passed:
         log.warning(f"future values: {description}")
     return AssetCheckResult(
-        asset_key=feature_view_asset_key(view.versioned_name),
-        check_name="no_future_values",
         passed=report.passed,
         severity=AssetCheckSeverity.ERROR,
         description=description,

@@ -51,8 +51,6 @@ def check_consistency(
     if not passed:
         log.warning(f"online/offline mismatch in {view.versioned_name}: {summary}")
     return AssetCheckResult(
-        asset_key=AssetKey(["online", view.versioned_name]),
-        check_name="online_matches_offline",
         passed=passed,
         severity=AssetCheckSeverity.ERROR,
         description=summary if not passed else None,

@@ -34,8 +34,6 @@ def check_coverage(
     pattern = view_pattern(redis.namespace, view.versioned_name)
     online = sum(1 for _ in redis.client().scan_iter(match=pattern, count=10_000))
     return AssetCheckResult(
-        asset_key=AssetKey(["online", view.versioned_name]),
-        check_name="every_entity_online",
         passed=online >= offline,
         metadata={"live_offline_entities": offline, "online_keys": online},
         description=None

@@ -35,8 +35,6 @@ def check_quality(view: FeatureView, postgres: PostgresResource) -> AssetCheckRe
         log.warning(f"data quality failed: {report.describe()}")
     first = report.failed[0] if report.failed else None
     return AssetCheckResult(
-        asset_key=feature_view_asset_key(view.versioned_name),
-        check_name="quality_expectations",
         passed=report.passed,
         severity=AssetCheckSeverity.ERROR,
         description=report.describe(),

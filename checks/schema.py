@@ -28,8 +28,6 @@ def check_view_schema(view: FeatureView, postgres: PostgresResource) -> AssetChe
     if not report.passed:
         log.warning(f"schema check failed: {report.describe()}")
     return AssetCheckResult(
-        asset_key=feature_view_asset_key(view.versioned_name),
-        check_name="schema_matches_registry",
         passed=report.passed,
         severity=AssetCheckSeverity.ERROR,
         description=report.describe(),

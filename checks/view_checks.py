@@ -8,12 +8,13 @@ asset (downstream of it) does not run; the other views' steps are their own. Eac
 name, description and result in the UI, and a run can select any of them (`can_subset`).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
+    AssetCheckSpec,
     multi_asset_check,
 )
 
@@ -25,44 +26,43 @@ from checks.schema import check_view_schema, schema_spec
 from resources import PostgresResource, RedisResource
 from skewless.registry import FeatureView
 
+Run = Callable[[PostgresResource, RedisResource], AssetCheckResult]
+
 
 def before_redis_checks(view: FeatureView) -> AssetChecksDefinition:
-    runs = (
-        (schema_spec(view), check_view_schema),
-        (future_values_spec(view), check_future_values),
-        (quality_spec(view), check_quality),
+    return _step(
+        f"{view.versioned_name}_checks_before_redis",
+        [
+            (schema_spec(view), lambda postgres, _: check_view_schema(view, postgres)),
+            (future_values_spec(view), lambda postgres, _: check_future_values(view, postgres)),
+            (quality_spec(view), lambda postgres, _: check_quality(view, postgres)),
+        ],
     )
-
-    @multi_asset_check(
-        specs=[spec for spec, _ in runs],
-        can_subset=True,
-        name=f"{view.versioned_name}_checks_before_redis",
-    )
-    def _checks(
-        context: AssetCheckExecutionContext, postgres: PostgresResource
-    ) -> Iterator[AssetCheckResult]:
-        selected = context.selected_asset_check_keys
-        for spec, run in runs:
-            if spec.key in selected:
-                yield run(view, postgres)
-
-    return _checks
 
 
 def after_publish_checks(view: FeatureView) -> AssetChecksDefinition:
-    runs = ((consistency_spec(view), check_consistency), (coverage_spec(view), check_coverage))
-
-    @multi_asset_check(
-        specs=[spec for spec, _ in runs],
-        can_subset=True,
-        name=f"{view.versioned_name}_checks_after_publish",
+    return _step(
+        f"{view.versioned_name}_checks_after_publish",
+        [
+            (
+                consistency_spec(view),
+                lambda postgres, redis: check_consistency(view, postgres, redis),
+            ),
+            (coverage_spec(view), lambda postgres, redis: check_coverage(view, postgres, redis)),
+        ],
     )
+
+
+def _step(name: str, runs: Sequence[tuple[AssetCheckSpec, Run]]) -> AssetChecksDefinition:
+    """One step running the selected checks of `runs`; each result is named by its spec."""
+
+    @multi_asset_check(specs=[spec for spec, _ in runs], can_subset=True, name=name)
     def _checks(
         context: AssetCheckExecutionContext, postgres: PostgresResource, redis: RedisResource
     ) -> Iterator[AssetCheckResult]:
         selected = context.selected_asset_check_keys
         for spec, run in runs:
             if spec.key in selected:
-                yield run(view, postgres, redis)
+                yield run(postgres, redis)._replace(asset_key=spec.asset_key, check_name=spec.name)
 
     return _checks
