@@ -30,6 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from skewless.dbt_warm_client import HEADER, STATUS, read_exactly
+
 SOCKET_ENV = "SKEWLESS_DBT_WARM"
 """The server's socket, set in the environment of the worker that started it."""
 
@@ -43,8 +45,6 @@ _PRELOAD = (
     "agate",
 )
 _started: list[subprocess.Popen] = []
-_HEADER = struct.Struct("!I")
-_STATUS = struct.Struct("!iq")  # (kind, value): kind 0 = the child's pid, 1 = its exit status
 
 
 def start() -> subprocess.Popen | None:
@@ -109,7 +109,7 @@ def serve(path: Path) -> int:
                 else:
                     children[pid] = conn
                     with contextlib.suppress(OSError):
-                        conn.sendall(_STATUS.pack(0, pid))
+                        conn.sendall(STATUS.pack(0, pid))
             for pid, conn in list(children.items()):
                 if conn in readable and not _peek(conn):
                     with contextlib.suppress(ProcessLookupError):
@@ -143,22 +143,16 @@ def _reap(children: dict[int, socket.socket]) -> None:
             continue
         code = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
         with contextlib.suppress(OSError):
-            conn.sendall(_STATUS.pack(1, code))
+            conn.sendall(STATUS.pack(1, code))
         conn.close()
         del children[pid]
 
 
 def _fork_command(conn: socket.socket, listener: socket.socket, cli) -> int | None:
     try:
-        header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
-        (size,) = _HEADER.unpack(header)
-        payload = b""
-        while len(payload) < size:
-            chunk = conn.recv(size - len(payload))
-            if not chunk:
-                raise OSError("client closed mid-request")
-            payload += chunk
-        request = json.loads(payload)
+        header, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
+        (size,) = HEADER.unpack(header)
+        request = json.loads(read_exactly(conn, size))
     except (OSError, ValueError, struct.error):
         return None
     sys.stdout.flush()

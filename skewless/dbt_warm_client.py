@@ -16,16 +16,18 @@ import socket
 import struct
 import sys
 
-_HEADER = struct.Struct("!I")
-_STATUS = struct.Struct("!iq")
+HEADER = struct.Struct("!I")
+"""A request: its JSON payload's length (with the standard streams as file descriptors)."""
+STATUS = struct.Struct("!iq")
+"""A reply: (kind, value); kind 0 = the forked command's pid, 1 = its exit status."""
 
 
-def _read(sock: socket.socket, size: int) -> bytes:
+def read_exactly(sock: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
         chunk = sock.recv(size - len(data))
         if not chunk:
-            raise ConnectionError("the dbt server closed the connection")
+            raise ConnectionError("the other end closed the connection")
         data += chunk
     return data
 
@@ -38,9 +40,9 @@ def main(argv: list[str]) -> int:
     except OSError:
         os.execv(real, [real, *args])  # no server: the real dbt, as if called directly
     payload = json.dumps({"argv": [real, *args], "cwd": os.getcwd(), "env": dict(os.environ)})
-    socket.send_fds(sock, [_HEADER.pack(len(payload.encode()))], [0, 1, 2])
+    socket.send_fds(sock, [HEADER.pack(len(payload.encode()))], [0, 1, 2])
     sock.sendall(payload.encode())
-    kind, pid = _STATUS.unpack(_read(sock, _STATUS.size))
+    kind, pid = STATUS.unpack(read_exactly(sock, STATUS.size))
     if kind != 0:
         return 1
 
@@ -51,7 +53,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     try:
-        _, code = _STATUS.unpack(_read(sock, _STATUS.size))
+        _, code = STATUS.unpack(read_exactly(sock, STATUS.size))
     except ConnectionError:
         return 1
     if code < 0:  # killed by a signal: die of the same one, as the process itself would have
