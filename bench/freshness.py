@@ -264,7 +264,8 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def latency_report(found: list[DayLatency], shown: int = 12) -> list[str]:
+def latency_report(found: list[DayLatency], shown: int = 12) -> tuple[list[str], str]:
+    """The report's lines, and its verdict line (for the summary)."""
     lines = ["  stage                     p50      p95"]
     for label, attr in (
         ("drop -> online (total)", "total"),
@@ -283,11 +284,12 @@ def latency_report(found: list[DayLatency], shown: int = 12) -> list[str]:
         f"  without dbt (the pipeline's overhead): p50 {_pct(overhead, 50):.1f} s, "
         f"p95 {_pct(overhead, 95):.1f} s"
     )
-    lines.append(
-        f"  landing -> online p50 {p50:.1f} s over {len(found)} days "
+    verdict = (
+        f"landing -> online p50 {p50:.1f} s over {len(found)} days "
         f"(target <= 15 s: {'met' if p50 <= 15 else 'NOT met'}); "
         f"{sum(not f.success for f in found)} failed"
     )
+    lines.append(f"  {verdict}")
     keys = {key for f in found for key in f.steps}
     medians = {k: statistics.median(f.steps.get(k, 0.0) for f in found) for k in keys}
     slowest = sorted(medians.items(), key=lambda kv: -kv[1])
@@ -296,7 +298,7 @@ def latency_report(found: list[DayLatency], shown: int = 12) -> list[str]:
         "the slowest, median:"
     )
     lines += [f"    {key:56s} {seconds:5.2f} s" for key, seconds in slowest[:shown]]
-    return lines
+    return lines, verdict
 
 
 # ---------------------------------------------------------------- 4. the hook
@@ -405,9 +407,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"\n3. landing -> online, {args.days} days one at a time (skewless ui)", flush=True
             )
             found = landing_to_online(replayed, args.port, args.gap)
-            lines = latency_report(found, args.steps)
+            lines, verdict = latency_report(found, args.steps)
             print("\n".join(lines), flush=True)
-            summary.append(lines[-1].strip())
+            summary.append(verdict)
 
         if "4" in parts:
             print(
