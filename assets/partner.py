@@ -23,6 +23,7 @@ from dagster import AssetKey, MaterializeResult, MetadataValue, asset
 from assets.constants import RAW
 from resources import PostgresResource
 from skewless import clock
+from skewless.ingest import statistics
 from skewless.ingest.raw import ensure_schema
 from skewless.progress import log
 
@@ -192,11 +193,12 @@ def refresh(conn: psycopg.Connection, now: datetime) -> Refreshed:
             " on conflict (model) do update set seen = excluded.seen, built_at = now()",
             (TABLE, snapshot),
         )
+        # its planner statistics: refreshed by the build that reads it (ingest.statistics)
+        statistics.count_rows(conn, TABLE, written)
         rows, origins, first, last = conn.execute(
             f"select count(*), count(distinct origin), min(observed_at), max(observed_at) "
             f"from {TABLE}"
         ).fetchone()
-    conn.execute(f"analyze {TABLE}")
     if not conn.autocommit:
         conn.commit()
     mode = "every hour" if since is None else f"the hours from {since.isoformat()} on"
