@@ -21,7 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from dagster_postgres import DagsterPostgresStorage
-from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+from dagster_postgres.utils import (
+    create_pg_engine,
+    get_token_provider_from_config,
+    pg_url_from_config,
+)
 
 RECYCLE_SECONDS = 600
 """A held connection is replaced after this long (server-side idle limits, proxies)."""
