@@ -8,19 +8,13 @@
 {% macro sampled_feature_rows(relation, keys, n=300) %}
 -- an incremental view: the rows its latest build rewrote (raw.build_state.rows_written); the rows
 -- it did not touch were proven by the build that wrote them. A full build: every row.
-written as (
-    select rows_written
-    from raw.build_state
-    where model = '{{ relation.schema }}.{{ relation.identifier }}'
-),
-
 features as (
     select
         *,
         row_number() over (order by {{ keys | join(', ') }}, feature_ts) as row_num,
         count(*) over () as n_rows
     from {{ relation }}
-    where coalesce((select rows_written @> feature_ts from written), true)
+    where {{ written_rows(relation.schema ~ '.' ~ relation.identifier) }}
 ),
 
 sampled as (

@@ -12,9 +12,7 @@
     {%- set where = config.get('where') -%}
     {%- set conditions = ["(" ~ where ~ ")"] if where else [] -%}
     {%- if relation.schema == 'features' and relation.identifier -%}
-        {%- do conditions.append(
-            "feature_ts <@ coalesce((select rows_written from raw.build_state where model = '"
-            ~ relation.schema ~ "." ~ relation.identifier ~ "'), '{(,)}'::tstzmultirange)") -%}
+        {%- do conditions.append(written_rows(relation.schema ~ '.' ~ relation.identifier)) -%}
     {%- endif -%}
     {%- if conditions -%}
         {%- set filtered -%}
@@ -24,4 +22,20 @@
     {%- else -%}
         {%- do return(relation) -%}
     {%- endif -%}
+{%- endmacro %}
+
+{#
+    The condition "`column` is in the rows the latest build of `model` ("schema.table") wrote"
+    (every row when no build recorded any). Besides the exact test (`<@` the written multirange),
+    the span of the written ranges as plain bounds, which an index on the column can use: a
+    landed day's rows are then an index range, not a scan of every past row (4 ms instead of
+    54 ms on a year of plane_profile, per test). skewless/quality/expectations.py writes the same.
+#}
+{% macro written_rows(model, column='feature_ts') -%}
+    {%- set written -%}
+        (select rows_written from raw.build_state where model = '{{ model }}')
+    {%- endset -%}
+    ({{ column }} >= coalesce(lower({{ written }}), '-infinity')
+        and {{ column }} <= coalesce(upper({{ written }}), 'infinity')
+        and {{ column }} <@ coalesce({{ written }}, '{(,)}'::tstzmultirange))
 {%- endmacro %}

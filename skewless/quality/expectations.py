@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -209,6 +210,21 @@ def verify_declared(view: FeatureView) -> None:
             )
 
 
+def import_in_background() -> threading.Thread:
+    """Import Great Expectations in a thread (5-8 s on this machine's kind), for a process that
+    will validate later and has other work first (the demo's raw run): the first check then
+    finds it imported instead of importing it on the way to Redis."""
+
+    def load() -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import great_expectations  # noqa: F401
+        from great_expectations.data_context.types import base  # noqa: F401
+
+    thread = threading.Thread(target=load, name="import great_expectations", daemon=True)
+    thread.start()
+    return thread
+
+
 def validate(
     postgres_url: str,
     view: FeatureView,
@@ -232,6 +248,12 @@ def validate(
     schema, table = relation or (view.schema, view.table)
     suite = suite if suite is not None else suite_for(view)
     started = time.perf_counter()
+    query, empty = _batch_query(postgres_url, schema, table, view.ts_column, written_only)
+    if empty:
+        # a build that changed nothing: no rate over no rows (GX calls an empty batch's non-NULL
+        # share 0), and nothing new that could fail a row's expectation
+        where = f"{schema}.{table} (its latest build wrote no rows: nothing new to validate)"
+        return QualityReport(view.versioned_name, where, [], time.perf_counter() - started)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     with warnings.catch_warnings():
@@ -241,12 +263,6 @@ def validate(
             "skewless",
             connection_string=PostgresTarget.parse(postgres_url).url("postgresql+psycopg"),
         )
-    query = _batch_query(schema, table, view.ts_column, written_only)
-    if written_only and not _has_rows(postgres_url, query):
-        # a build that changed nothing: no rate over no rows (GX calls an empty batch's non-NULL
-        # share 0), and nothing new that could fail a row's expectation
-        where = f"{schema}.{table} (its latest build wrote no rows: nothing new to validate)"
-        return QualityReport(view.versioned_name, where, [], time.perf_counter() - started)
     batch_definition = source.add_query_asset(
         view.versioned_name, query=query
     ).add_batch_definition_whole_table("whole table")
@@ -277,25 +293,42 @@ def validate(
     return QualityReport(view.versioned_name, where, outcomes, time.perf_counter() - started)
 
 
-def _has_rows(postgres_url: str, query: str) -> bool:
+def _batch_query(
+    postgres_url: str, schema: str, table: str, ts_column: str, written_only: bool
+) -> tuple[str, bool]:
+    """The rows to validate, as a query, and whether there are none. `written_only`: the rows the
+    latest build wrote, as the dbt macro written_rows selects them (the written span as plain
+    bounds too, for an index range scan); the whole table, unfiltered, when the build wrote every
+    row (one range holding the oldest and newest feature_ts: a full build), where a scan of the
+    table is cheaper than an index range over all of it."""
     import psycopg
 
-    with psycopg.connect(postgres_url) as conn:
-        return conn.execute(f"select exists ({query})").fetchone()[0]
-
-
-def _batch_query(schema: str, table: str, ts_column: str, written_only: bool) -> str:
     whole = sql.SQL("select * from {}").format(sql.Identifier(schema, table))
     if not written_only:
-        return whole.as_string()
-    return (
-        sql.SQL(
-            "{} where {} <@ coalesce((select rows_written from raw.build_state where model = {}),"
-            " '{{(,)}}'::tstzmultirange)"
-        )
-        .format(whole, sql.Identifier(ts_column), sql.Literal(f"{schema}.{table}"))
-        .as_string()
+        return whole.as_string(), False
+    written = sql.SQL("(select rows_written from raw.build_state where model = {})").format(
+        sql.Literal(f"{schema}.{table}")
     )
+    column = sql.Identifier(ts_column)
+    query = sql.SQL(
+        "{whole} where {c} >= coalesce(lower({w}), '-infinity')"
+        " and {c} <= coalesce(upper({w}), 'infinity')"
+        " and {c} <@ coalesce({w}, '{{(,)}}'::tstzmultirange)"
+    ).format(whole=whole, c=column, w=written)
+    span = sql.SQL("(select min({c}) as oldest, max({c}) as newest from {t})").format(
+        c=column, t=sql.Identifier(schema, table)
+    )
+    with psycopg.connect(postgres_url) as conn:
+        every_row, any_row = conn.execute(
+            sql.SQL(
+                "select coalesce({w} is null or (select count(*) = 1 from unnest({w}))"
+                " and {w} @> span.oldest and {w} @> span.newest, false), exists ({q})"
+                " from {span} as span"
+            ).format(w=written, q=query, span=span)
+        ).fetchone()
+    if every_row:
+        return whole.as_string(), not any_row
+    return query.as_string(), not any_row
 
 
 def _outcome(spec: ExpectationSpec, r: Any, sample_rows: int) -> Outcome:
