@@ -282,7 +282,6 @@ def _yml(
         data_type: {_type(types, c)}
         constraints:
           - type: not_null
-        data_tests: [not_null]
 """
         for c in entity
     )
@@ -301,10 +300,13 @@ models:
       # bounded windows builds incrementally instead (README, "Incremental builds")
       materialized: table
       contract:
+        # column types, and not_null constraints that reject a NULL key or time at the insert (no
+        # not_null test repeats them: it could never fail)
         enforced: true
       indexes:
         - columns: [{keys}, feature_ts, created_at]
           unique: true
+        - columns: [feature_ts]  # the rows a build wrote: tests and checks of a landed day
       meta:
         skewless:
           entity: [{keys}]
@@ -323,13 +325,11 @@ models:
         data_type: timestamptz
         constraints:
           - type: not_null
-        data_tests: [not_null]
       - name: created_at
         description: Newest load time among the inputs of the row.
         data_type: timestamptz
         constraints:
           - type: not_null
-        data_tests: [not_null]
       - name: events_to_date
         description: TODO replace; the number of events of this {keys} up to feature_ts.
         data_type: bigint
