@@ -60,6 +60,14 @@ def start() -> subprocess.Popen | None:
     return process
 
 
+def ensure_started() -> None:
+    """A server for the dbt steps of runs executed in this process (the demo, `skewless build`),
+    started first thing so its imports overlap the work before the first dbt step; none when
+    this process can already reach one."""
+    if executable() is None and not _started:
+        start()
+
+
 def executable() -> str | None:
     """The client's executable when a server is up for this process, else None (the real dbt)."""
     path = os.environ.get(SOCKET_ENV)

@@ -20,7 +20,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from skewless import clock
+from skewless import clock, dbt_warm
 from skewless.clock import NEW_YORK
 from skewless.config import settings
 from skewless.errors import SkewlessError
@@ -163,6 +163,7 @@ def materialize_days(first: date, last: date, *, training_sets: bool = True) -> 
     run has committed the days (and before the build, whose online values expire by it): a load
     that fails or is killed midway leaves the clock where it was, never ahead of the data.
     """
+    dbt_warm.ensure_started()
     prepare_dagster_home()
     replay_end = datetime.combine(last + timedelta(days=1), time(), NEW_YORK)
     from dagster import DagsterInstance
@@ -173,6 +174,10 @@ def materialize_days(first: date, last: date, *, training_sets: bool = True) -> 
 
     warnings.filterwarnings("ignore", module="dagster")
     defs = load_definitions()
+    # the build's quality checks need it: imported while the raw run loads
+    from skewless.quality.expectations import import_in_background
+
+    import_in_background()
     days = {
         ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
         ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
@@ -321,6 +326,7 @@ def build_views(
     views from scratch instead of the days raw changes reach. The run is recorded in the
     instance, so the UI shows it; its full log is at `run_log_path(run_id)`.
     """
+    dbt_warm.ensure_started()
     prepare_dagster_home()
     from dagster import AssetKey, DagsterInstance
 
