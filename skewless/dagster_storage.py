@@ -9,6 +9,10 @@ keeps one connection per process (more are opened while threads need them and cl
 checked with a ping when taken, so a restarted server costs a reconnect, not a failed write; the
 webserver replaces the engine with its own pool as it always did (`optimize_for_webserver`).
 
+A run of a range of days also plans each day's materialization (an event per day and asset, 730
+for a year's raw run): dagster-postgres stores such a batch one event at a time; here it is one
+INSERT and one index transaction, as it already stores a batch of materializations.
+
 A process forked with the pool in it starts with an empty pool of its own: two processes never
 share a connection.
 """
@@ -17,10 +21,16 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dagster import DagsterEventType
+from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster_postgres import DagsterPostgresStorage
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
+from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import (
     create_pg_engine,
     get_token_provider_from_config,
@@ -58,8 +68,29 @@ def hold_connections(storage: Any) -> None:
     old.dispose()
 
 
+class BatchedEventLogStorage(PostgresEventLogStorage):
+    """dagster-postgres's event log, storing a batch of planned materializations at once."""
+
+    def store_event_batch(self, events: Sequence[Any]) -> None:
+        planned = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        if len(events) < 2 or any(e.get_dagster_event().event_type != planned for e in events):
+            return super().store_event_batch(events)
+        insert = self.prepare_insert_event_batch(events)
+        with self._connect() as conn:
+            rows = conn.execute(insert.returning(SqlEventLogStorageTable.c.id)).fetchall()
+        ids = [int(row[0]) for row in rows]
+        newest = {}  # per asset, the batch's last event: what storing them in order leaves
+        for event, event_id in zip(events, ids, strict=True):
+            newest[event.get_dagster_event().asset_key] = (event, event_id)
+        with self.index_transaction() as conn:
+            self._store_asset_event_tags(conn, events, ids)
+            for event, event_id in newest.values():
+                self._store_asset_event(conn, event, event_id)
+
+
 class PooledPostgresStorage(DagsterPostgresStorage):
-    """`storage: postgres:` with pooled connections (dagster.yaml names it as custom storage)."""
+    """`storage: postgres:` with pooled connections and batched planned events (dagster.yaml
+    names it as custom storage)."""
 
     def __init__(
         self,
@@ -68,9 +99,16 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         inst_data: Any = None,
         token_provider: Any = None,
     ):
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        self.postgres_url = postgres_url
+        self.should_autocreate_tables = should_autocreate_tables
+        self._inst_data = inst_data
+        args = (postgres_url, should_autocreate_tables)
+        self._run_storage = PostgresRunStorage(*args, token_provider=token_provider)
+        self._event_log_storage = BatchedEventLogStorage(*args, token_provider=token_provider)
+        self._schedule_storage = PostgresScheduleStorage(*args, token_provider=token_provider)
         for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
             hold_connections(storage)
+        DagsterStorage.__init__(self)  # DagsterPostgresStorage's own __init__ is replaced above
 
     @classmethod
     def from_config_value(  # type: ignore[override]
