@@ -17,7 +17,7 @@ from psycopg import sql
 from skewless import clock
 from skewless.online import codec
 from skewless.online.keys import entity_key
-from skewless.online.latest import latest_rows
+from skewless.online.latest import is_sparse, latest_rows
 from skewless.registry import FeatureView
 
 
@@ -62,7 +62,7 @@ def compare_sample(
     alive = sql.SQL("where {} >= %(oldest)s").format(ts) if view.ttl else sql.SQL("")
     query = sql.SQL(
         "select {cols} from ({latest}) latest {alive} order by random() limit %(n)s"
-    ).format(cols=cols, latest=latest_rows(view), alive=alive)
+    ).format(cols=cols, latest=latest_rows(view, sparse=is_sparse(conn, view)), alive=alive)
     moment = now or clock.now()
     # every value a reader serves as present at `moment`, the inclusive edge of the window too:
     # Redis keeps keys a margin past it (codec.lifetime), so none of them may be missing

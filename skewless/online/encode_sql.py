@@ -129,7 +129,10 @@ def _unpublished(view: FeatureView, published: sql.Composable) -> sql.Composable
 
 
 def _latest_to_send(
-    view: FeatureView, as_of: datetime | None, published: sql.Composable | None
+    view: FeatureView,
+    as_of: datetime | None,
+    published: sql.Composable | None,
+    sparse: bool = False,
 ) -> tuple[sql.Composable, sql.Composable]:
     """(`latest` CTE body, its filter): each entity's latest row (as of `as_of`), kept when it is
     alive at `now` and, with `published`, when that exact version was not published yet.
@@ -146,16 +149,18 @@ def _latest_to_send(
         kept.append(_unpublished(view, published))
     filtered = sql.SQL("where ") + sql.SQL(" and ").join(kept) if kept else sql.SQL("")
     if published is not None:
-        return latest_versions(view), filtered
-    return latest_rows(view, where), filtered
+        return latest_versions(view, sparse=sparse), filtered
+    return latest_rows(view, where, sparse=sparse), filtered
 
 
-def _changed_rows(view: FeatureView, published: sql.Composable) -> sql.Composable:
+def _changed_rows(
+    view: FeatureView, published: sql.Composable, sparse: bool = False
+) -> sql.Composable:
     """The whole rows of the latest versions `published` does not hold (an incremental run):
     the versions are compared first, on the key and version columns alone, and only the rows
     of those that differ are read back by their exact version (one row each, as `latest_rows`
     picks one)."""
-    versions, kept = _latest_to_send(view, None, published)
+    versions, kept = _latest_to_send(view, None, published, sparse)
     keys = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(k)) for k in view.entity)
     same = sql.SQL(" and ").join(
         sql.SQL("r.{c} = latest.{c}").format(c=sql.Identifier(c))
@@ -183,6 +188,7 @@ def encoded_latest_sql(
     published: sql.Composable | None,
     project_now: datetime,
     wall_shift_ms: int,
+    sparse: bool = False,
 ) -> tuple[sql.Composed, dict]:
     """Rows (key, value, expire_ms): the latest row of each entity, encoded.
 
@@ -197,9 +203,9 @@ def encoded_latest_sql(
     if published is not None:
         if as_of is not None:
             raise ValueError("an as_of run reads every entity; it compares no published versions")
-        latest, kept = _changed_rows(view, published), sql.SQL("")
+        latest, kept = _changed_rows(view, published, sparse), sql.SQL("")
     else:
-        latest, kept = _latest_to_send(view, as_of, None)
+        latest, kept = _latest_to_send(view, as_of, None, sparse)
     tag = sql.SQL(" || '|' || ").join(_key_part(k) for k in view.entity)
     values = sql.SQL(" || ").join(
         [_packed_array_header(len(view.features))]
@@ -228,7 +234,12 @@ def encoded_latest_sql(
 
 
 def record_published_sql(
-    view: FeatureView, namespace: str, *, published: sql.Composable, project_now: datetime
+    view: FeatureView,
+    namespace: str,
+    *,
+    published: sql.Composable,
+    project_now: datetime,
+    sparse: bool = False,
 ) -> tuple[sql.Composed, dict]:
     """Add to `published` the versions an incremental `encoded_latest_sql` (same arguments)
     selects: each entity's row replaced by its newer version.
@@ -236,7 +247,7 @@ def record_published_sql(
     Run in the same repeatable-read snapshot as that query and committed only after Redis
     acknowledged every write, it records exactly what was sent: nothing that Redis does not hold.
     """
-    latest, kept = _latest_to_send(view, None, published)
+    latest, kept = _latest_to_send(view, None, published, sparse)
     columns = version_columns(view)
     keys = key_list(view)
     query = sql.SQL(
@@ -257,12 +268,17 @@ def record_published_sql(
 
 
 def published_snapshot_sql(
-    view: FeatureView, namespace: str, *, into: sql.Composable, project_now: datetime
+    view: FeatureView,
+    namespace: str,
+    *,
+    into: sql.Composable,
+    project_now: datetime,
+    sparse: bool = False,
 ) -> tuple[sql.Composed, dict]:
     """Create `into`, an unlogged table of the versions a full `encoded_latest_sql` (same
     arguments) selects: one scan, no index to maintain, nothing to delete (a full run's record
     replaces the namespace's table whole; `watermark.swap_published`)."""
-    latest, kept = _latest_to_send(view, None, None)
+    latest, kept = _latest_to_send(view, None, None, sparse)
     query = sql.SQL(
         "create unlogged table {into} as with latest as ({latest})"
         " select {columns} from latest {kept}"

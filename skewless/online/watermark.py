@@ -226,7 +226,12 @@ def ensure_published(conn: psycopg.Connection, view: FeatureView, namespace: str
 
 
 def swap_published(
-    conn: psycopg.Connection, view: FeatureView, namespace: str, project_now: datetime
+    conn: psycopg.Connection,
+    view: FeatureView,
+    namespace: str,
+    project_now: datetime,
+    *,
+    sparse: bool = False,
 ) -> None:
     """Replace the namespace's table by the versions a full run sends, in the caller's
     transaction (its snapshot; committed by the caller once Redis acknowledged the writes).
@@ -239,7 +244,11 @@ def swap_published(
     table = sql.Identifier(PUBLISHED_SCHEMA, name)
     fresh = sql.Identifier(PUBLISHED_SCHEMA, f"{name}__next")
     conn.execute(sql.SQL("drop table if exists {}").format(fresh))
-    conn.execute(*published_snapshot_sql(view, namespace, into=fresh, project_now=project_now))
+    conn.execute(
+        *published_snapshot_sql(
+            view, namespace, into=fresh, project_now=project_now, sparse=sparse
+        )
+    )
     conn.execute(sql.SQL("drop table if exists {}").format(table))
     conn.execute(sql.SQL("alter table {} rename to {}").format(fresh, sql.Identifier(name)))
     conn.execute(

@@ -29,6 +29,7 @@ from skewless import clock
 from skewless.online import codec, watermark
 from skewless.online.encode_sql import encoded_latest_sql, record_published_sql
 from skewless.online.keys import entity_key
+from skewless.online.latest import is_sparse
 from skewless.registry import FeatureView
 
 SCRIPT = resources.files("skewless.online").joinpath("newest_wins.lua").read_text()
@@ -243,6 +244,7 @@ def _materialize(
     progress: Callable[[int], None] | None,
 ) -> WriteResult:
     previous = watermark.read(conn, view.name, view.version, namespace)
+    sparse = is_sparse(conn, view)  # walk the index entity by entity (online/latest.py)
     conn.commit()
     mode, reason = _mode(client, namespace, view, previous, as_of, full_refresh)
     shift = wall_shift_ms(project_now)
@@ -253,6 +255,7 @@ def _materialize(
         published=published if mode == "incremental" else None,
         project_now=project_now,
         wall_shift_ms=shift,
+        sparse=sparse,
     )
     sender = _Sender(
         client, rewrite_equal=mode == "full", ttl=view.ttl, shift_ms=shift, overlap=True
@@ -263,10 +266,12 @@ def _materialize(
         """Record what was read, in the read's snapshot: run once the cursor is exhausted, while
         Redis still takes the last rows; committed only after Redis acknowledged them all."""
         if mode == "full":  # the namespace's table is replaced whole, even by an empty one
-            watermark.swap_published(conn, view, namespace, project_now)
+            watermark.swap_published(conn, view, namespace, project_now, sparse=sparse)
         elif mode == "incremental" and fetched:  # nothing sent: nothing to record
             conn.execute(
-                *record_published_sql(view, namespace, published=published, project_now=project_now)
+                *record_published_sql(
+                    view, namespace, published=published, project_now=project_now, sparse=sparse
+                )
             )
 
     def fetch(size: int) -> list:
