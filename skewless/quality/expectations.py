@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -208,21 +207,6 @@ def verify_declared(view: FeatureView) -> None:
                 f"feature view {view.versioned_name}: unknown Great Expectations expectation "
                 f"{e.type!r} in meta.skewless.expectations ({view.unique_id})"
             )
-
-
-def import_in_background() -> threading.Thread:
-    """Import Great Expectations in a thread (5-8 s on this machine's kind), for a process that
-    will validate later and has other work first (the demo's raw run): the first check then
-    finds it imported instead of importing it on the way to Redis."""
-
-    def load() -> None:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-        import great_expectations  # noqa: F401
-        from great_expectations.data_context.types import base  # noqa: F401
-
-    thread = threading.Thread(target=load, name="import great_expectations", daemon=True)
-    thread.start()
-    return thread
 
 
 def validate(
