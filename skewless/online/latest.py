@@ -28,31 +28,31 @@ def latest_rows(
     `where` (entities in descending key order: see `key_list`). `sparse`: walk the index entity
     by entity (`is_sparse` says when that pays, and that the index and NOT NULL keys it needs
     are there); the same rows either way."""
+    parts = {
+        "keys": key_list(view),
+        "keys_desc": key_list(view, " desc"),
+        "columns": columns,
+        "table": sql.Identifier(view.schema, view.table),
+        "where": where or sql.SQL(""),
+        "ts": sql.Identifier(view.ts_column),
+        "created": sql.Identifier(view.created_column),
+    }
     if sparse:
-        return _walk(view, where, columns)
+        return _walk(view, parts)
     return sql.SQL(
         "select distinct on ({keys}) {columns} from {table} {where}"
         " order by {keys_desc}, {ts} desc, {created} desc"
-    ).format(
-        keys=key_list(view),
-        columns=columns,
-        keys_desc=key_list(view, " desc"),
-        table=sql.Identifier(view.schema, view.table),
-        where=where or sql.SQL(""),
-        ts=sql.Identifier(view.ts_column),
-        created=sql.Identifier(view.created_column),
-    )
+    ).format(**parts)
 
 
-def _walk(view: FeatureView, where: sql.Composable | None, columns: sql.Composable) -> sql.Composed:
+def _walk(view: FeatureView, parts: dict[str, sql.Composable]) -> sql.Composed:
     """`latest_rows` by a loose index scan: a recursive walk down the distinct keys (each step
     one descent of the (keys, feature_ts, created_at) index to the next key below), then each
     key's latest row among rows `where` (an entity with none is left out, as DISTINCT ON does)."""
     keys = [sql.Identifier(k) for k in view.entity]
-    table = sql.Identifier(view.schema, view.table)
 
-    def qualified(alias: str) -> sql.Composable:
-        return sql.SQL(", ").join(sql.SQL(alias + ".") + k for k in keys)
+    def qualified(alias: str, order: str = "") -> sql.Composable:
+        return sql.SQL(", ").join(sql.SQL(alias + ".") + k + sql.SQL(order) for k in keys)
 
     return sql.SQL(
         "with recursive entities as ("
@@ -66,17 +66,11 @@ def _walk(view: FeatureView, where: sql.Composable | None, columns: sql.Composab
         " order by {ts} desc, {created} desc limit 1) latest"
         " order by {e_keys_desc}"
     ).format(
-        keys=key_list(view),
-        table=table,
-        keys_desc=key_list(view, " desc"),
+        **parts,
         t_keys=qualified("t"),
         e_keys=qualified("e"),
-        columns=columns,
-        where=where or sql.SQL(""),
+        e_keys_desc=qualified("e", " desc"),
         same=sql.SQL(" and ").join(sql.SQL("t.{k} = e.{k}").format(k=k) for k in keys),
-        ts=sql.Identifier(view.ts_column),
-        created=sql.Identifier(view.created_column),
-        e_keys_desc=sql.SQL(", ").join(sql.SQL("e.") + k + sql.SQL(" desc") for k in keys),
     )
 
 
@@ -110,7 +104,7 @@ def is_sparse(conn: psycopg.Connection, view: FeatureView) -> bool:
             "keys": list(view.entity),
             "n": len(columns),
             "columns": columns,
-            "relation": f'"{view.schema}"."{view.table}"',
+            "relation": sql.Identifier(view.schema, view.table).as_string(conn),
         },
     ).fetchone()
     if row is None:
