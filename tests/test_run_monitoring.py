@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,18 +18,20 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from sensors.dead_run_sensor import fail_dead_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_TAG = "skewless/test"
+BUILD_TAG = "skewless/build"  # dagster.yaml: one at a time, in the warm worker
 
 JOBS = textwrap.dedent(
     """
     import time
 
-    from dagster import Definitions, job, op
+    from dagster import Definitions, in_process_executor, job, op
 
     from sensors.dead_run_sensor import dead_run_sensor
 
@@ -45,12 +46,13 @@ JOBS = textwrap.dedent(
         return 1
 
 
-    @job
+    # in the run worker's process: a step process of its own would only slow the test down
+    @job(executor_def=in_process_executor)
     def blocking():
         wait_forever()
 
 
-    @job
+    @job(executor_def=in_process_executor)
     def quick():
         done()
 
@@ -81,7 +83,11 @@ def home(svc, tmp_path, monkeypatch):
     """A Dagster home with the project's dagster.yaml, on the session's PostgreSQL."""
     folder = tmp_path / "dagster_home"
     folder.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", folder / "dagster.yaml")
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    # the jobs under test need neither Great Expectations nor dbt: a worker that imports them
+    # ahead takes a core for 8 s while the runs under test start
+    config["run_launcher"]["config"].pop("preload")
+    (folder / "dagster.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "jobs_under_test.py").write_text(JOBS)
     monkeypatch.setenv("DAGSTER_HOME", str(folder))
     return folder
@@ -154,32 +160,40 @@ def test_a_killed_in_process_run_is_failed_with_a_reason_and_a_live_one_is_not(h
         assert all(r.status == DagsterRunStatus.FAILURE for r in _runs(instance, marker))
 
 
-def _launch(workspace: Path, job: str, marker: str) -> subprocess.Popen:
-    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
-    return subprocess.Popen(
-        [
-            dagster,
-            "job",
-            "launch",
-            "-w",
-            str(workspace),
-            "-j",
-            job,
-            "--tags",
-            f'{{"{TEST_TAG}": "{marker}"}}',
-        ],
-        env=os.environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@contextlib.contextmanager
+def _launcher(instance: DagsterInstance, workspace: Path):
+    """`dagster job launch`, with the workspace loaded once for every launch of the test (each
+    CLI call took a core for 6 s to load it)."""
+    from dagster._cli.job import _create_run
+    from dagster._cli.workspace.cli_target import WorkspaceOpts, get_workspace_from_cli_opts
+    from dagster.version import __version__
+
+    opts = WorkspaceOpts(workspace=(str(workspace),))
+    with get_workspace_from_cli_opts(instance, __version__, opts) as context:
+        location = context.code_locations[0]
+        (repo,) = location.get_repositories().values()
+
+        def launch(job: str, marker: str, build: bool = False):
+            run = _create_run(
+                instance=instance,
+                code_location=location,
+                remote_repo=repo,
+                remote_job=repo.get_full_job(job),
+                run_config={},
+                tags={TEST_TAG: marker, **({BUILD_TAG: "true"} if build else {})},
+                op_selection=None,
+                run_id=None,
+            )
+            return instance.submit_run(run.run_id, context)
+
+        yield launch
 
 
 def _start_daemon(workspace: Path, log: Path) -> subprocess.Popen:
-    """`dagster-daemon run` in a process group of its own: it, its code server and the runs."""
-    daemon_bin = os.path.join(os.path.dirname(sys.executable), "dagster-daemon")
+    """The daemon of `skewless ui` (`dagster-daemon run`, sensors woken every second) in a process
+    group of its own: it, its code server and the runs."""
     return subprocess.Popen(
-        [daemon_bin, "run", "-w", str(workspace)],
+        [sys.executable, "-m", "skewless.daemon", "run", "-w", str(workspace)],
         env=os.environ,
         cwd=ROOT,
         start_new_session=True,
@@ -212,9 +226,9 @@ def test_runs_killed_with_their_daemon_no_longer_block_the_queue(home, tmp_path)
     marker, later = uuid.uuid4().hex, uuid.uuid4().hex
     daemon = _start_daemon(workspace, log)
     try:
-        with DagsterInstance.get() as instance:
-            for proc in [_launch(workspace, "blocking", marker) for _ in range(2)]:
-                assert proc.wait(timeout=180) == 0, proc.stderr.read()
+        with DagsterInstance.get() as instance, _launcher(instance, workspace) as launch:
+            for _ in range(2):
+                launch("blocking", marker)
             started = _wait(
                 lambda: _all_started(instance, marker, 2),
                 180,
@@ -224,11 +238,9 @@ def test_runs_killed_with_their_daemon_no_longer_block_the_queue(home, tmp_path)
             _kill_group(daemon)  # the daemon, its code server, the run workers and their steps
             for pid in workers:
                 _wait(lambda pid=pid: not psutil.pid_exists(pid), 30, f"PID {pid} to be gone")
-            launch = _launch(workspace, "quick", later)
-            assert launch.wait(timeout=180) == 0, launch.stderr.read()
-            (queued,) = _runs(instance, later)
-            time.sleep(5)
-            assert queued.status == DagsterRunStatus.QUEUED
+            # a build run, as a landed day's: it starts in the warm worker, the first in line
+            queued = launch("quick", later, build=True)
+            assert instance.get_run_by_id(queued.run_id).status == DagsterRunStatus.QUEUED
             assert all(
                 instance.get_run_by_id(r.run_id).status == DagsterRunStatus.STARTED for r in started
             ), "with no process left, nothing but the dead-run check can end these runs"

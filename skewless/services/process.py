@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,13 +85,19 @@ def _alive(pid: int) -> bool:
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
-    """Wait until `pid` has exited (or is a zombie); True when it did within `timeout`."""
-    with contextlib.suppress(psutil.Error):
-        proc = psutil.Process(pid)
-        try:
-            proc.wait(timeout)
-        except psutil.TimeoutExpired:
-            return not _alive(pid)
+    """Wait until `pid` has exited (or is a zombie); True when it did within `timeout`.
+
+    Polled here rather than with psutil's wait: for a process that is not our child, that waits
+    until the PID is reaped, and a zombie whose parent has not reaped it yet would hold the whole
+    timeout (`skewless down` of a UI started by a test or a shell that waits later).
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.01
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
     return True
 
 
