@@ -104,8 +104,18 @@ def _kill_all(procs: list[psutil.Process]) -> None:
         p.kill()
 
 
-def test_ui_stopped_by_sigterm_leaves_no_dagster_process(tmp_path):
-    state = tmp_path / "state"
+@pytest.fixture(scope="module")
+def nested_state(tmp_path_factory):
+    """A state folder inside another, as the tests' `.state/test` sits in the demo's `.state`.
+    Shared by the UI tests: the first start pays initdb and Dagster's schema (about 16 s more than
+    a start on an existing state). Its servers are stopped at the end, whatever happened."""
+    parent = tmp_path_factory.mktemp("ops") / "state"
+    yield parent / "test"
+    _down(parent)
+
+
+def test_ui_stopped_by_sigterm_leaves_no_dagster_process(nested_state):
+    state = nested_state
     proc, record = _start_ui(state, _free_port())
     pgid = record["pgid"]
     family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
@@ -121,12 +131,10 @@ def test_ui_stopped_by_sigterm_leaves_no_dagster_process(tmp_path):
         assert not (state / "ui" / "ui.json").exists()
     finally:
         _kill_all(family + _group(pgid))
-        _down(state)
 
 
-def test_down_stops_the_ui_and_the_servers_of_a_nested_test_state(tmp_path):
-    parent = tmp_path / "state"
-    nested = parent / "test"  # as the tests' `.state/test` sits in the demo's `.state`
+def test_down_stops_the_ui_and_the_servers_of_a_nested_test_state(nested_state):
+    nested, parent = nested_state, nested_state.parent
     proc, record = _start_ui(nested, _free_port())
     family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     postmaster = int((nested / "postgres" / "postmaster.pid").read_text().split()[0])
