@@ -116,10 +116,11 @@ def build(names: list[str], services: list[str] = (), *, full_refresh: bool = Fa
     Raises DefinitionError for an unknown view or service, DataError when a daily raw table the
     views read is empty, and `orchestrate.RunFailed` (cause, run id, log path) when the run fails.
     """
-    from skewless import orchestrate
+    from skewless import dbt_warm, orchestrate
     from skewless.services import services as servers
 
     started = time.monotonic()
+    dbt_warm.ensure_started()  # its dbt imports overlap loading the definitions
     chosen = select_views(orchestrate.code_location_registry(), names, services)
     views = [v for v in chosen if not v.is_aggregate]
     streamed = [v.versioned_name for v in chosen if v.is_aggregate]

@@ -351,6 +351,7 @@ def build_views(
     from dagster import AssetKey, DagsterInstance
 
     defs = load_definitions()
+    _import_in_background(IMPORTED_AHEAD)  # while the run starts and dbt runs
     from assets.dbt import feature_view_asset_key
     from jobs import build_views_selection
 
