@@ -21,8 +21,11 @@ with
 -- the scheduled dates a flight of the window can have: its window's days, widened by 3 days on
 -- each side (a flight leaves at most skewless_departure_reach_days from its date: tested on
 -- stg_flights), so the join below hashes on (key, date) instead of comparing every flight of the
--- entity's history with every sampled row; the exact window is the filter after it
-candidate_days as (
+-- entity's history with every sampled row; the exact window is the filter after it.
+-- Materialized, so the join has both keys at once: the planner, guessing one sampled row, joined
+-- flights to the sampled rows on the key alone and filtered the dates after (a carrier's sample
+-- over a year: 20 million rows filtered, 7.3 s instead of 0.9 s)
+candidate_days as materialized (
     select
         s.*,
         candidate.day::date as candidate_day
