@@ -41,7 +41,7 @@ class SkewlessDbtResource(DbtCliResource):
         the same command, without importing dbt again (2-3 s of every dbt step)."""
         from skewless import dbt_warm
 
-        warm = dbt_warm.executable()
+        warm = dbt_warm.executable(wait=60)
         if warm is None or self.dbt_executable == warm:
             return super().cli(args, **kwargs)
         return self.model_copy(update={"dbt_executable": warm}).cli(args, **kwargs)

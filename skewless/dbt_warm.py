@@ -28,6 +28,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from skewless.dbt_warm_client import HEADER, STATUS, read_exactly
@@ -68,13 +69,22 @@ def ensure_started() -> None:
         start()
 
 
-def executable() -> str | None:
-    """The client's executable when a server is up for this process, else None (the real dbt)."""
-    path = os.environ.get(SOCKET_ENV)
-    if not path or not Path(path).exists():
-        return None
-    wrapper = Path(path).with_name("dbt")
-    return str(wrapper) if wrapper.exists() else None
+def executable(wait: float = 0.0) -> str | None:
+    """The client's executable when a server is up for this process, else None (the real dbt).
+
+    `wait`: seconds to wait for a server this process started that is still importing dbt, which
+    is always sooner than a new dbt process importing it all again."""
+    deadline = time.monotonic() + wait
+    while True:
+        path = os.environ.get(SOCKET_ENV)
+        if path and Path(path).exists():
+            wrapper = Path(path).with_name("dbt")
+            if wrapper.exists():
+                return str(wrapper)
+        starting = any(process.poll() is None for process in _started)
+        if not starting or time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
 
 
 def real_dbt() -> str:

@@ -149,3 +149,19 @@ def test_no_server_no_client(monkeypatch, tmp_path):
     assert dbt_warm.executable() is None
     monkeypatch.setenv(dbt_warm.SOCKET_ENV, str(tmp_path / "gone.sock"))
     assert dbt_warm.executable() is None
+    assert dbt_warm.executable(wait=5) is None  # no server of this process is starting: no wait
+
+
+def test_a_step_waits_for_the_server_its_process_is_starting(monkeypatch):
+    """A build's first dbt step can come while the server it started is still importing dbt:
+    it waits for it rather than importing dbt again in a new process."""
+    monkeypatch.delenv(dbt_warm.SOCKET_ENV, raising=False)
+    monkeypatch.setattr(dbt_warm, "_started", [])
+    process = dbt_warm.start()
+    try:
+        assert dbt_warm.executable() is None  # still importing
+        wrapper = dbt_warm.executable(wait=120)
+        assert wrapper is not None and Path(wrapper).exists()
+    finally:
+        process.stdin.close()
+        process.wait(30)

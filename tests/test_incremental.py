@@ -11,8 +11,6 @@ from __future__ import annotations
 import subprocess
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from time import monotonic as time_now
-from time import sleep
 
 import psycopg
 import pytest
@@ -60,10 +58,7 @@ def _warm_dbt() -> str:
     """The warm dbt server's client (skewless/dbt_warm.py), as the runs' dbt steps use it: the
     same dbt command without importing dbt again (about 3 s of each of this module's 8 builds)."""
     dbt_warm.ensure_started()
-    deadline = time_now() + 60
-    while dbt_warm.executable() is None and time_now() < deadline:
-        sleep(0.1)
-    return dbt_warm.executable() or dbt_warm.real_dbt()
+    return dbt_warm.executable(wait=60) or dbt_warm.real_dbt()
 
 
 def _partner(conn: psycopg.Connection, day: date) -> set[tuple]:
