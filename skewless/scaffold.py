@@ -338,8 +338,6 @@ models:
             skewless:
               range: [1, null]
               max_null_rate: 0
-        data_tests:
-          - not_null
     versions:
       - v: 1
 """
