@@ -226,6 +226,35 @@ def test_a_feature_view_refuses_a_duplicate_row_by_its_unique_index(svc):
         assert conn.execute(f"select count(*) from features.{name}").fetchone()[0] == rows
 
 
+def test_expectations_the_table_guarantees_are_reported_and_not_run(svc, registry):
+    """A feature view's NOT NULL keys and times and its unique [keys, feature_ts, created_at]
+    index make those expectations true of every row: the report names the constraint instead
+    of scanning for what PostgreSQL refused at the insert. A copy without the constraints gets
+    them run, and they catch what the table could not hold."""
+    view = registry.view("route_delay_stats_v1")
+    report = validate(svc.postgres_url, view)
+    held = {o.spec.label: o.guaranteed_by for o in report.outcomes if o.guaranteed_by}
+    columns = ["origin", "dest", "feature_ts", "created_at"]
+    unique = f"unique({', '.join(columns)})"
+    assert set(held) == {f"expect_column_values_to_not_be_null({c})" for c in columns} | {unique}
+    assert held[unique].startswith("the unique index ")
+    assert held[unique].endswith(f"on ({', '.join(columns)})")
+    assert held["expect_column_values_to_not_be_null(dest)"] == "the NOT NULL constraint on dest"
+    assert report.passed and "(5 guaranteed by the table's constraints)" in report.describe()
+    # the features are still judged: ranges and NULL rates are no constraint
+    assert len(report.outcomes) - len(held) == len(suite_for(view)) - 5 > 0
+    with scratch_copy(svc.postgres_url, view.relation, "route_unconstrained") as (conn, relation):
+        rel = f"{relation[0]}.{relation[1]}"
+        conn.execute(f"update {rel} set dest = null where ctid = (select min(ctid) from {rel})")
+        conn.execute(f"insert into {rel} select * from {rel} where dest is not null limit 1")
+        copy = validate(svc.postgres_url, view, relation=relation)
+    assert not any(o.guaranteed_by for o in copy.outcomes)
+    assert {o.spec.label for o in copy.failed} == {
+        "expect_column_values_to_not_be_null(dest)",
+        unique,
+    }
+
+
 def test_the_check_validates_the_rows_the_latest_build_wrote(svc, registry):
     """A daily build validates its rewritten rows, not the year before them again: a bad row the
     build did not write is not looked at, one it wrote is, and with no record every row is."""
