@@ -125,8 +125,9 @@ class RunningStep:
 
 def run(first: date, last: date) -> int:
     """Materialize [first, last] in one Dagster run and print what the stores hold."""
-    from skewless.orchestrate import materialize_days
+    from skewless.orchestrate import import_definitions_ahead, materialize_days
 
+    import_definitions_ahead()  # while the servers start
     svc = services()
     for line in svc.describe():
         log.info(line)

@@ -162,6 +162,17 @@ IMPORTED_AHEAD = ("great_expectations", "dbt.config.runtime", "dbt.adapters.post
 database (column metadata; 1-4 s). dagster.yaml's `preload` names the same for run workers."""
 
 
+DEFINITIONS_IMPORTS = ("dagster", "dagster_dbt", "dagster_postgres", "pandas")
+"""What loading the definitions and the instance imports (3-4 s of a 2-core machine)."""
+
+
+def import_definitions_ahead() -> threading.Thread:
+    """Import what `load_definitions` and the instance need on a thread, for a process that
+    first waits for something else (the demo, while the embedded servers start: 5.6 -> 4.4 s to
+    the instance on a fresh state)."""
+    return _import_in_background(DEFINITIONS_IMPORTS)
+
+
 def _import_in_background(modules: Iterable[str]) -> threading.Thread:
     """Import `modules` on a thread, for a process with other work first (the demo's raw run)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")

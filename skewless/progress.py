@@ -41,6 +41,10 @@ def to_terminal(level: int = logging.INFO) -> None:
     handler._skewless = True  # type: ignore[attr-defined]
     log.addHandler(handler)
     log.setLevel(level)
+    # the terminal line is this handler's alone: a library that calls logging.basicConfig() at
+    # import (dbt's snowplow_tracker does) gives the root logger a handler that would print each
+    # line again as "INFO:skewless:..." (Dagster's capture is a handler on `skewless` itself)
+    log.propagate = False
     _beat.addHandler(handler)
     _beat.setLevel(level)
 
