@@ -254,7 +254,13 @@ def validate(
         i: Outcome(suite[i], True, guaranteed_by=reason) for i, reason in held.items()
     }
     if run:
-        results = _run_gx(postgres_url, view, query, run, sample_rows)
+        # pass or fail first (one query per expectation), then the counts and sample rows of
+        # those that failed: a passing suite skips GX's unexpected-row queries (route_delay_stats'
+        # 30 queries -> 6, a landed day's suite 0.5 -> 0.3 s)
+        results = _run_gx(postgres_url, view, query, run, sample_rows, "BOOLEAN_ONLY")
+        again = [(i, spec) for i, spec in run if not _passed(results[i])]
+        if again:
+            results.update(_run_gx(postgres_url, view, query, again, sample_rows, "SUMMARY"))
         by_index.update(
             (
                 i,
@@ -275,6 +281,7 @@ def _run_gx(
     query: str,
     run: list[tuple[int, ExpectationSpec]],
     sample_rows: int,
+    result_format: str,
 ) -> dict[int, Any]:
     """Great Expectations' results of the `(index, spec)` pairs on the batch, by index."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -306,7 +313,7 @@ def _run_gx(
         result = batch_definition.get_batch().validate(
             gx_suite,
             result_format={
-                "result_format": "SUMMARY",
+                "result_format": result_format,
                 "partial_unexpected_count": sample_rows,
                 "unexpected_index_column_names": [*view.entity, view.ts_column],
             },
@@ -314,6 +321,10 @@ def _run_gx(
     finally:
         source.get_engine().dispose()
     return {r.expectation_config.meta["skewless_index"]: r for r in result.results}
+
+
+def _passed(result: Any) -> bool:
+    return bool(result.success) and not (result.exception_info or {}).get("raised_exception")
 
 
 def guaranteed(
