@@ -8,7 +8,7 @@ YAML) follow. Every expectation runs as SQL in the database; nothing is pulled i
 counts and a few sample rows. An expectation the table's own constraints make true of every row
 (NOT NULL, a unique index) is reported with that constraint and not run (`guaranteed`).
 
-Great Expectations takes seconds to import, so it is imported only inside `validate`.
+Great Expectations takes seconds to import, so it is imported only when a suite runs (`_run_gx`).
 """
 
 from __future__ import annotations
