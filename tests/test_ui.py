@@ -137,7 +137,9 @@ def test_the_ui_shows_the_lineage_checks_sensors_and_schedules(webserver):
     assert nodes[f"online/{VIEW}"]["owners"], "online views carry their view's owner"
 
     checks = {c["name"] for c in nodes[f"features/{VIEW}"]["assetChecksOrError"]["checks"]}
-    assert any(name.startswith("not_null_") for name in checks), checks  # dbt tests as checks
+    # dbt tests as checks
+    assert any(name.startswith("unique_combination_of_columns_") for name in checks), checks
+    assert any(name.endswith("_no_leakage") for name in checks), checks
 
     assert nodes[f"online/{VIEW}"]["assetMaterializations"], "the session's build is recorded"
 
