@@ -44,3 +44,36 @@ def test_the_daemon_reloads_its_code_location_only_when_the_code_changed(tmp_pat
     (tmp_path / "definitions.py").write_text("x = 22\n")
     assert check(fake, long_ago) >= just_now and reloads == [1]  # changed: reloaded once
     assert check(fake, long_ago) >= just_now and reloads == [1]
+
+
+def test_the_run_queue_is_looked_at_twice_a_second():
+    """dagster.yaml's run coordinator, built from its config as an instance builds it, keeps the
+    config (two runs at once, one build at a time) and gives its daemon a 0.5 s interval."""
+    from pathlib import Path
+
+    import yaml
+    from dagster._daemon.controller import create_daemon_of_type
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
+        QueuedRunCoordinatorDaemon,
+    )
+    from dagster._serdes import ConfigurableClassData
+
+    from skewless.run_queue import DEQUEUE_SECONDS, PromptQueuedRunCoordinator
+
+    section = yaml.safe_load((Path(__file__).parent.parent / "dagster.yaml").read_text())[
+        "run_coordinator"
+    ]
+    data = ConfigurableClassData(
+        section["module"], section["class"], yaml.safe_dump(section["config"])
+    )
+    coordinator = data.rehydrate(PromptQueuedRunCoordinator)
+    assert isinstance(coordinator, PromptQueuedRunCoordinator)
+    assert coordinator.dequeue_interval_seconds == DEQUEUE_SECONDS == 0.5
+    queue_config = coordinator.get_run_queue_config()
+    assert queue_config.max_concurrent_runs == 2
+    assert [(c["key"], c["limit"]) for c in queue_config.tag_concurrency_limits] == [
+        ("skewless/build", 1)
+    ]
+    instance = type("Instance", (), {"run_coordinator": coordinator})()
+    queue = create_daemon_of_type(QueuedRunCoordinatorDaemon.daemon_type(), instance)
+    assert queue.interval_seconds == 0.5
