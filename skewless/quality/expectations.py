@@ -22,13 +22,16 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
 from skewless.errors import DefinitionError
 from skewless.registry.model import FeatureView
 from skewless.urls import PostgresTarget
+
+if TYPE_CHECKING:
+    import psycopg
 
 SAMPLE_ROWS = 5
 
@@ -242,17 +245,18 @@ def validate(
     schema, table = relation or (view.schema, view.table)
     suite = suite if suite is not None else suite_for(view)
     started = time.perf_counter()
-    query, empty = _batch_query(postgres_url, schema, table, view.ts_column, written_only)
+    import psycopg
+
+    with psycopg.connect(postgres_url) as conn:
+        query, empty = _batch_query(conn, schema, table, view.ts_column, written_only)
+        held = {} if empty else guaranteed(conn, schema, table, suite)
     if empty:
         # a build that changed nothing: no rate over no rows (GX calls an empty batch's non-NULL
         # share 0), and nothing new that could fail a row's expectation
         where = f"{schema}.{table} (its latest build wrote no rows: nothing new to validate)"
         return QualityReport(view.versioned_name, where, [], time.perf_counter() - started)
-    held = guaranteed(postgres_url, schema, table, suite)
     run = [(i, spec) for i, spec in enumerate(suite) if i not in held]
-    by_index: dict[int, Outcome] = {
-        i: Outcome(suite[i], True, guaranteed_by=reason) for i, reason in held.items()
-    }
+    results = {}
     if run:
         # pass or fail first (one query per expectation), then the counts and sample rows of
         # those that failed: a passing suite skips GX's unexpected-row queries (route_delay_stats'
@@ -261,16 +265,13 @@ def validate(
         again = [(i, spec) for i, spec in run if not _passed(results[i])]
         if again:
             results.update(_run_gx(postgres_url, view, query, again, sample_rows, "SUMMARY"))
-        by_index.update(
-            (
-                i,
-                _with_query_sample(
-                    postgres_url, _outcome(suite[i], results[i], sample_rows), query, sample_rows
-                ),
-            )
-            for i, _ in run
-        )
-    outcomes = [by_index[i] for i in range(len(suite))]
+    outcomes = []
+    for i, spec in enumerate(suite):
+        if i in held:
+            outcomes.append(Outcome(spec, True, guaranteed_by=held[i]))
+        else:
+            outcome = _outcome(spec, results[i], sample_rows)
+            outcomes.append(_with_query_sample(postgres_url, outcome, query, sample_rows))
     where = f"{schema}.{table}" + (" (rows its latest build wrote)" if written_only else "")
     return QualityReport(view.versioned_name, where, outcomes, time.perf_counter() - started)
 
@@ -328,7 +329,7 @@ def _passed(result: Any) -> bool:
 
 
 def guaranteed(
-    postgres_url: str, schema: str, table: str, suite: list[ExpectationSpec]
+    conn: psycopg.Connection, schema: str, table: str, suite: list[ExpectationSpec]
 ) -> dict[int, str]:
     """The suite's expectations that the table's own constraints make true of every row, by
     index, with the constraint: a column declared NOT NULL (an enforced dbt contract's keys and
@@ -336,32 +337,29 @@ def guaranteed(
     `[keys, feature_ts, created_at]`) no duplicate. PostgreSQL refuses a violating row at the
     insert, so running them (a scan each; 1.4 s for the uniqueness of a year of plane_profile)
     could never fail."""
-    import psycopg
-
-    with psycopg.connect(postgres_url) as conn:
-        relation = conn.execute(
-            "select to_regclass(%s)::oid", (sql.Identifier(schema, table).as_string(conn),)
-        ).fetchone()[0]
-        if relation is None:
-            return {}
-        not_null = {
-            name
-            for (name,) in conn.execute(
-                "select attname from pg_attribute where attrelid = %s and attnum > 0"
-                " and not attisdropped and attnotnull",
-                (relation,),
-            )
-        }
-        unique = conn.execute(
-            "select i.indexrelid::regclass::text,"
-            # PostgreSQL 15's NULLS NOT DISTINCT; absent (false) before it
-            " coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false),"
-            " array(select a.attname from unnest(i.indkey) k"
-            "       join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k)"
-            " from pg_index i where i.indrelid = %s and i.indisunique and i.indisvalid"
-            " and i.indpred is null and i.indexprs is null",
+    relation = conn.execute(
+        "select to_regclass(%s)::oid", (sql.Identifier(schema, table).as_string(conn),)
+    ).fetchone()[0]
+    if relation is None:
+        return {}
+    not_null = {
+        name
+        for (name,) in conn.execute(
+            "select attname from pg_attribute where attrelid = %s and attnum > 0"
+            " and not attisdropped and attnotnull",
             (relation,),
-        ).fetchall()
+        )
+    }
+    unique = conn.execute(
+        "select i.indexrelid::regclass::text,"
+        # PostgreSQL 15's NULLS NOT DISTINCT; absent (false) before it
+        " coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false),"
+        " array(select a.attname from unnest(i.indkey) k"
+        "       join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k)"
+        " from pg_index i where i.indrelid = %s and i.indisunique and i.indisvalid"
+        " and i.indpred is null and i.indexprs is null",
+        (relation,),
+    ).fetchall()
     held: dict[int, str] = {}
     for index, spec in enumerate(suite):
         column = spec.kwargs.get("column")
@@ -382,15 +380,13 @@ def guaranteed(
 
 
 def _batch_query(
-    postgres_url: str, schema: str, table: str, ts_column: str, written_only: bool
+    conn: psycopg.Connection, schema: str, table: str, ts_column: str, written_only: bool
 ) -> tuple[str, bool]:
     """The rows to validate, as a query, and whether there are none. `written_only`: the rows the
     latest build wrote, as the dbt macro written_rows selects them (the written span as plain
     bounds too, for an index range scan); the whole table, unfiltered, when the build wrote every
     row (one range holding the oldest and newest feature_ts: a full build), where a scan of the
     table is cheaper than an index range over all of it."""
-    import psycopg
-
     whole = sql.SQL("select * from {}").format(sql.Identifier(schema, table))
     if not written_only:
         return whole.as_string(), False
@@ -406,14 +402,13 @@ def _batch_query(
     span = sql.SQL("(select min({c}) as oldest, max({c}) as newest from {t})").format(
         c=column, t=sql.Identifier(schema, table)
     )
-    with psycopg.connect(postgres_url) as conn:
-        every_row, any_row = conn.execute(
-            sql.SQL(
-                "select coalesce({w} is null or (select count(*) = 1 from unnest({w}))"
-                " and {w} @> span.oldest and {w} @> span.newest, false), exists ({q})"
-                " from {span} as span"
-            ).format(w=written, q=query, span=span)
-        ).fetchone()
+    every_row, any_row = conn.execute(
+        sql.SQL(
+            "select coalesce({w} is null or (select count(*) = 1 from unnest({w}))"
+            " and {w} @> span.oldest and {w} @> span.newest, false), exists ({q})"
+            " from {span} as span"
+        ).format(w=written, q=query, span=span)
+    ).fetchone()
     if every_row:
         return whole.as_string(), not any_row
     return query.as_string(), not any_row
